@@ -1,0 +1,252 @@
+"""Engine iteration-time and KV-capacity model.
+
+One engine iteration (a forward pass over a batch) is predicted as a linear
+function of its composition::
+
+    t = base                      # weight read + launch/scheduling overhead (any non-empty batch)
+      + per_prefill_token * new prefill tokens       (GEMM FLOPs, compute bound)
+      + per_attn_pair     * prefill query-key pairs  (attention FLOPs; cached prefix counts here)
+      + per_prefill_seq   * prefill sequences        (per-sequence overhead)
+      + per_decode_req    * decode requests          (GEMM FLOPs + sampling per decoded token)
+      + per_kv_token      * KV tokens read by decode (memory bound)
+
+A sum instead of a roofline ``max`` keeps the model linear, so it can be
+fitted by least squares from measured (composition, duration) samples and
+inverted cheaply ("how many prefill tokens fit in T seconds?").
+
+Presets derive the coefficients from FLOPs and bytes with efficiency factors
+(documented below), from public specs:
+* GPUs: NVIDIA H100 SXM5 datasheet (989 TFLOPS dense BF16, 3.35 TB/s HBM3,
+  80 GB); A100 SXM4 80GB datasheet (312 TFLOPS BF16, 2.039 TB/s, 80 GB).
+* Models: Meta Llama 3 model card / config.json (8B: 32 layers, hidden 4096,
+  32 heads, 8 KV heads, head dim 128, 8.03e9 params; 70B: 80 layers, hidden
+  8192, 64 heads, 8 KV heads, 70.6e9 params).
+* Efficiency factors: prefill GEMM MFU 0.55 and memory-bandwidth efficiency
+  0.75 are in the range reported for FlashAttention-2/vLLM-class kernels
+  (Dao 2023; Kwon et al. SOSP 2023; Agrawal et al. Sarathi-Serve OSDI 2024
+  report 50-60% MFU for prefill); tensor parallelism scales by 0.85 (TP4)
+  and 0.75 (TP8) for all-reduce costs (Megatron-LM, Narayanan et al. SC'21).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Iterable, Sequence
+
+FEATURES = ("base", "per_prefill_token", "per_attn_pair", "per_prefill_seq", "per_decode_req", "per_kv_token")
+
+
+@dataclass(frozen=True)
+class GPUSpec:
+    name: str
+    bf16_flops: float  # dense BF16 FLOP/s
+    mem_bw: float  # HBM bytes/s
+    mem_bytes: float  # HBM capacity, bytes
+    cost_per_hour: float = 1.0  # relative price of one GPU-hour (for cost reports)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    params: float  # total parameters
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    dtype_bytes: int = 2
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes
+
+    @property
+    def weight_bytes(self) -> float:
+        return self.params * self.dtype_bytes
+
+
+GPUS = {
+    "h100": GPUSpec("h100", 989e12, 3.35e12, 80e9, cost_per_hour=1.0),
+    "a100": GPUSpec("a100", 312e12, 2.039e12, 80e9, cost_per_hour=0.55),
+}
+MODELS = {
+    "llama-3-8b": ModelSpec("llama-3-8b", 8.03e9, 32, 4096, 32, 8, 128),
+    "llama-3-70b": ModelSpec("llama-3-70b", 70.6e9, 80, 8192, 64, 8, 128),
+}
+TP_EFFICIENCY = {1: 1.0, 2: 0.92, 4: 0.85, 8: 0.75}
+MFU_PREFILL = 0.55
+MFU_ATTN = 0.40
+MEM_BW_EFF = 0.75
+MEM_FRACTION_STATIC = 0.88  # share of HBM SGLang gives to weights + KV pool
+ITER_OVERHEAD_S = 0.002  # scheduler + launch overhead per iteration (CUDA graphs on)
+PER_SEQ_OVERHEAD_S = 20e-6
+PER_DECODE_OVERHEAD_S = 5e-6
+
+
+class PerfModelError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PerfModel:
+    """Coefficients in seconds per unit (see module doc) and KV capacity."""
+
+    base: float  # s per non-empty iteration
+    per_prefill_token: float  # s per newly computed prefill token
+    per_attn_pair: float  # s per prefill query-key pair
+    per_prefill_seq: float  # s per sequence in a prefill batch
+    per_decode_req: float  # s per decoded request
+    per_kv_token: float  # s per KV token read by decode
+    kv_capacity_tokens: int  # KV pool size in tokens
+    kv_bytes_per_token: int = 131072  # bytes of KV per token (for P/D transfer time)
+    num_gpus: int = 1  # GPUs per instance (cost = num_gpus x seconds)
+    name: str = "custom"
+
+    def iteration_time(self, prefill_tokens: int = 0, attn_pairs: float = 0.0, prefill_seqs: int = 0,
+                       decode_reqs: int = 0, decode_kv_tokens: int = 0) -> float:
+        if not (prefill_tokens or decode_reqs):
+            return 0.0
+        return (self.base + self.per_prefill_token * prefill_tokens + self.per_attn_pair * attn_pairs
+                + self.per_prefill_seq * prefill_seqs + self.per_decode_req * decode_reqs
+                + self.per_kv_token * decode_kv_tokens)
+
+    def chunk_time(self, tokens: int, prefix: int) -> float:
+        """Marginal time of adding a prefill chunk of ``tokens`` after ``prefix`` cached/done tokens."""
+        return (self.per_prefill_token * tokens + self.per_attn_pair * attn_pairs(tokens, prefix)
+                + self.per_prefill_seq)
+
+    def prefill_time(self, tokens: int, prefix: int = 0) -> float:
+        """Time of a prefill-only iteration computing ``tokens`` after ``prefix``."""
+        return self.base + self.chunk_time(tokens, prefix) if tokens > 0 else 0.0
+
+    def decode_time(self, reqs: int, kv_tokens: int) -> float:
+        return self.iteration_time(decode_reqs=reqs, decode_kv_tokens=kv_tokens)
+
+    def max_chunk_tokens(self, prefix: int, seconds: float) -> int:
+        """Largest chunk whose marginal :meth:`chunk_time` fits in ``seconds`` (0 if none)."""
+        budget = seconds - self.per_prefill_seq
+        if budget <= 0:
+            return 0
+        a = self.per_attn_pair / 2.0
+        b = self.per_prefill_token + self.per_attn_pair * prefix
+        if a <= 0:
+            return int(budget / b) if b > 0 else 1 << 30
+        n = (-b + math.sqrt(b * b + 4 * a * budget)) / (2 * a)
+        return max(int(n), 0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def attn_pairs(tokens: int, prefix: int) -> float:
+    """Causal query-key pairs of a chunk of ``tokens`` queries after ``prefix`` keys."""
+    return tokens * (prefix + (tokens + 1) / 2.0)
+
+
+def preset(model: str = "llama-3-8b", gpu: str = "h100", tp: int = 1) -> PerfModel:
+    """Coefficients derived from FLOPs/bytes (see module doc for sources)."""
+    if model not in MODELS:
+        raise PerfModelError(f"unknown model {model!r}; presets: {', '.join(sorted(MODELS))}")
+    if gpu not in GPUS:
+        raise PerfModelError(f"unknown GPU {gpu!r}; presets: {', '.join(sorted(GPUS))}")
+    if tp not in TP_EFFICIENCY:
+        raise PerfModelError(f"tensor parallel size {tp} not in {sorted(TP_EFFICIENCY)}")
+    m, g = MODELS[model], GPUS[gpu]
+    free = g.mem_bytes * MEM_FRACTION_STATIC * tp - m.weight_bytes
+    if free <= 0:
+        raise PerfModelError(f"{model} does not fit on {tp}x {gpu}; use a larger --tp")
+    scale = tp * TP_EFFICIENCY[tp]
+    flops, bw = g.bf16_flops * scale, g.mem_bw * MEM_BW_EFF * scale
+    gemm_flops_per_token = 2 * (m.params - m.hidden * 128256)  # no embedding lookup FLOPs
+    return PerfModel(
+        base=m.weight_bytes / bw + ITER_OVERHEAD_S * (1 + 0.25 * math.log2(tp)),
+        per_prefill_token=gemm_flops_per_token / (flops * MFU_PREFILL),
+        per_attn_pair=4 * m.layers * m.heads * m.head_dim / (flops * MFU_ATTN),
+        per_prefill_seq=PER_SEQ_OVERHEAD_S,
+        per_decode_req=gemm_flops_per_token / (flops * MFU_PREFILL) + PER_DECODE_OVERHEAD_S,
+        per_kv_token=m.kv_bytes_per_token / bw,
+        kv_capacity_tokens=int(free / m.kv_bytes_per_token),
+        kv_bytes_per_token=m.kv_bytes_per_token,
+        num_gpus=tp,
+        name=f"{model}/{gpu}/tp{tp}",
+    )
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured iteration: its composition and duration in seconds."""
+
+    prefill_tokens: int
+    attn_pairs: float
+    prefill_seqs: int
+    decode_reqs: int
+    decode_kv_tokens: int
+    seconds: float
+
+    def features(self) -> tuple[float, ...]:
+        return (1.0, float(self.prefill_tokens), float(self.attn_pairs), float(self.prefill_seqs),
+                float(self.decode_reqs), float(self.decode_kv_tokens))
+
+
+def fit(samples: Sequence[Sample], template: PerfModel, min_samples: int = 8) -> PerfModel:
+    """Least-squares fit of the six coefficients, constrained to be >= 0.
+
+    Features that the samples never exercise (all zero) keep the template's
+    value. Negative solutions are clamped by refitting without that feature
+    (a small active-set NNLS). Capacity and sizes come from ``template``.
+    """
+    if len(samples) < min_samples:
+        raise PerfModelError(f"need at least {min_samples} samples to fit, got {len(samples)}")
+    rows = [s.features() for s in samples]
+    ys = [s.seconds for s in samples]
+    fixed = {i: getattr(template, FEATURES[i]) for i in range(1, 6) if not any(r[i] for r in rows)}
+    while True:
+        free = [i for i in range(6) if i not in fixed]
+        resid = [y - sum(r[i] * v for i, v in fixed.items()) for r, y in zip(rows, ys)]
+        coef = _lstsq([[r[i] for i in free] for r in rows], resid)
+        negative = [free[j] for j, c in enumerate(coef) if c < 0]
+        if not negative:
+            break
+        for i in negative:
+            fixed[i] = 0.0
+    values = dict(fixed)
+    values.update(zip(free, coef))
+    return replace(template, name=template.name + "+fit", **{FEATURES[i]: values[i] for i in range(6)})
+
+
+def _lstsq(a: list[list[float]], y: list[float]) -> list[float]:
+    """Solve min ||a x - y|| through column-scaled normal equations (tiny systems only)."""
+    n = len(a[0]) if a else 0
+    if n == 0:
+        return []
+    scale = [max(abs(r[j]) for r in a) or 1.0 for j in range(n)]
+    ata = [[sum(r[i] * r[j] for r in a) / (scale[i] * scale[j]) for j in range(n)] for i in range(n)]
+    aty = [sum(r[i] * v for r, v in zip(a, y)) / scale[i] for i in range(n)]
+    for i in range(n):  # ridge for rank-deficient systems (collinear features)
+        ata[i][i] += 1e-9 * (ata[i][i] + 1.0)
+    x = _solve(ata, aty)
+    return [x[j] / scale[j] for j in range(n)]
+
+
+def _solve(m: list[list[float]], v: list[float]) -> list[float]:
+    n = len(v)
+    aug = [row[:] + [v[i]] for i, row in enumerate(m)]
+    for c in range(n):
+        p = max(range(c, n), key=lambda r: abs(aug[r][c]))
+        aug[c], aug[p] = aug[p], aug[c]
+        if abs(aug[c][c]) < 1e-300:
+            continue
+        for r in range(n):
+            if r != c and aug[r][c]:
+                f = aug[r][c] / aug[c][c]
+                aug[r] = [x - f * y for x, y in zip(aug[r], aug[c])]
+    return [aug[i][n] / aug[i][i] if abs(aug[i][i]) > 1e-300 else 0.0 for i in range(n)]
+
+
+def relative_error(model: PerfModel, samples: Iterable[Sample]) -> float:
+    """Median absolute relative error of ``model`` on ``samples``."""
+    errs = sorted(abs(model.iteration_time(s.prefill_tokens, s.attn_pairs, s.prefill_seqs, s.decode_reqs,
+                                           s.decode_kv_tokens) - s.seconds) / s.seconds
+                  for s in samples if s.seconds > 0)
+    return errs[len(errs) // 2] if errs else 0.0

@@ -1,0 +1,182 @@
+"""Instance selection policies (collocated workers, and P/D pairing).
+
+Baselines follow sglang-router 0.3.2: ``random``, ``round_robin``,
+``power_of_two`` (two random candidates, the less loaded wins) and
+``cache_aware`` (if the fleet is imbalanced, the least loaded instance;
+otherwise the instance with the longest prefix match when the match rate
+exceeds ``cache_threshold``, else the instance with the smallest prefix
+tree). Load = queued + running requests.
+
+``hfx`` predicts, for every candidate, the request's TTFT (prefill work
+queued ahead at its priority or higher, minus the predicted prefix-cache
+hit, through the instance's performance model, stretched by the share of
+time the instance spends decoding) and TPOT (decode step time with the
+request added). Among instances predicted to meet both targets it spreads
+tight requests (largest TTFT margin) and bin-packs loose ones (smallest
+margin) to keep headroom for tight classes; if none can, it takes the
+smallest predicted TTFT and says so. Prefix affinity needs no extra rule:
+a cache hit shortens the predicted TTFT.
+
+Randomness is passed in (``rand`` in [0, 1)).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Hashable, Sequence
+
+from .prefix import PrefixTracker
+from .types import InstanceView, RouteDecision, RouteRequest, require
+
+
+def load(inst: InstanceView) -> int:
+    return inst.num_waiting + inst.num_running
+
+
+class RoutingPolicy:
+    name = "random"
+
+    def __init__(self, **opts):
+        self.opts = opts
+        self.prefix = PrefixTracker()
+
+    def pick(self, req: RouteRequest, instances: Sequence[InstanceView], rand: float) -> RouteDecision:
+        require(instances)
+        return RouteDecision(instances[int(rand * len(instances)) % len(instances)].iid, "random")
+
+    def pick_decode(self, req: RouteRequest, instances: Sequence[InstanceView], rand: float) -> RouteDecision:
+        """Decode server for a P/D request (same rule as ``pick`` unless a policy knows better)."""
+        return self.pick(req, instances, rand)
+
+    def observe(self, req: RouteRequest, iid: Hashable) -> None:
+        """The request was sent to ``iid`` (updates router-side prefix state)."""
+        if req.prefix_blocks:
+            self.prefix.record(iid, req.prefix_blocks)
+
+
+class RoundRobin(RoutingPolicy):
+    name = "round_robin"
+
+    def __init__(self, **opts):
+        super().__init__(**opts)
+        self._next = 0
+
+    def pick(self, req, instances, rand):
+        require(instances)
+        inst = instances[self._next % len(instances)]
+        self._next += 1
+        return RouteDecision(inst.iid, "round robin")
+
+
+class PowerOfTwo(RoutingPolicy):
+    name = "power_of_two"
+
+    def pick(self, req, instances, rand):
+        require(instances)
+        n = len(instances)
+        if n == 1:
+            return RouteDecision(instances[0].iid, "only instance")
+        i = int(rand * n) % n
+        j = (i + 1 + int(rand * n * (n - 1)) % (n - 1)) % n
+        a, b = instances[i], instances[j]
+        win = a if load(a) <= load(b) else b
+        return RouteDecision(win.iid, f"less loaded of two ({load(a)} vs {load(b)})")
+
+
+class CacheAware(RoutingPolicy):
+    name = "cache_aware"
+
+    def pick(self, req, instances, rand):
+        require(instances)
+        loads = [load(i) for i in instances]
+        lo, hi = min(loads), max(loads)
+        abs_t = self.opts.get("balance_abs_threshold", 64)
+        rel_t = self.opts.get("balance_rel_threshold", 1.5)
+        if hi - lo > abs_t and hi > lo * rel_t:
+            return RouteDecision(instances[loads.index(lo)].iid, "imbalanced: shortest queue")
+        if req.prefix_blocks:
+            matches = [self.prefix.match(i.iid, req.prefix_blocks) for i in instances]
+            best = max(range(len(instances)), key=lambda k: (matches[k], -loads[k]))
+            if matches[best] / len(req.prefix_blocks) > self.opts.get("cache_threshold", 0.3):
+                return RouteDecision(instances[best].iid, f"prefix match {matches[best]}/{len(req.prefix_blocks)}")
+        small = min(range(len(instances)), key=lambda k: (self.prefix.size(instances[k].iid), loads[k]))
+        return RouteDecision(instances[small].iid, "low match: smallest tree")
+
+
+class HFXRouting(RoutingPolicy):
+    name = "hfx"
+
+    def predict(self, req: RouteRequest, inst: InstanceView) -> tuple[float, float]:
+        perf = inst.perf
+        hit = min(self.prefix.match(inst.iid, req.prefix_blocks) * req.block_tokens, max(req.input_len - 1, 0))
+        own = req.input_len - hit
+        ahead = inst.waiting_tokens
+        td = perf.decode_time(inst.num_running, inst.running_kv) if inst.num_running else 0.0
+        decode_share = min(td / inst.min_running_tpot_s, 0.9) if inst.role != "prefill" and td else 0.0
+        chunks = 1 + (ahead + own) // 8192
+        work = chunks * perf.base + perf.per_prefill_token * ahead + perf.chunk_time(own, hit)
+        ttft = work / (1.0 - decode_share)
+        tpot = perf.decode_time(inst.num_running + 1, inst.running_kv + req.input_len)
+        return ttft, tpot
+
+    def pick(self, req, instances, rand):
+        require(instances)
+        slo = req.slo
+        scored = []
+        for inst in instances:
+            if inst.kv_free < req.input_len:
+                continue
+            ttft, tpot = self.predict(req, inst)
+            tpot_ok = inst.role == "prefill" or tpot <= slo.tpot_s
+            scored.append((slo.ttft_s - ttft, tpot_ok, ttft, tpot, inst))
+        if not scored:
+            best = max(instances, key=lambda i: i.kv_free)
+            return RouteDecision(best.iid, "no instance has KV room: most free KV")
+        ok = [s for s in scored if s[0] >= 0 and s[1]]
+        if ok:
+            loose = slo.ttft_s >= self.opts.get("bin_pack_ttft_s", 5.0)
+            margin, _, ttft, tpot, inst = min(ok, key=_first) if loose else max(ok, key=_first)
+            how = "bin-pack (loose SLO)" if loose else "spread (largest margin)"
+            return RouteDecision(inst.iid, f"{how}: predicted TTFT {ttft * 1e3:.0f} ms", ttft, tpot)
+        margin, _, ttft, tpot, inst = max(scored, key=_first)
+        return RouteDecision(inst.iid, f"no instance meets the SLO: least predicted TTFT {ttft * 1e3:.0f} ms",
+                             ttft, tpot)
+
+    def pick_decode(self, req, instances, rand):
+        require(instances)
+        best, best_t = None, math.inf
+        for inst in instances:
+            if inst.kv_free < req.input_len + req.max_new_tokens:
+                continue
+            t = inst.perf.decode_time(inst.num_running + inst.num_waiting + 1,
+                                      inst.running_kv + req.input_len + inst.waiting_tokens)
+            if t < best_t:
+                best, best_t = inst, t
+        if best is None:
+            best = max(instances, key=lambda i: i.kv_free)
+            return RouteDecision(best.iid, "no decode instance has KV room: most free KV")
+        return RouteDecision(best.iid, f"decode step {best_t * 1e3:.1f} ms with it", predicted_tpot_s=best_t)
+
+
+def _first(s):
+    return s[0]
+
+
+ROUTERS: dict[str, type[RoutingPolicy]] = {
+    "random": RoutingPolicy,
+    "round_robin": RoundRobin,
+    "power_of_two": PowerOfTwo,
+    "cache_aware": CacheAware,
+    "hfx": HFXRouting,
+}
+
+
+class UnknownRouter(ValueError):
+    pass
+
+
+def make_router(name: str, **opts) -> RoutingPolicy:
+    try:
+        return ROUTERS[name](**opts)
+    except KeyError:
+        raise UnknownRouter(f"unknown routing policy {name!r}; known: {', '.join(ROUTERS)}") from None

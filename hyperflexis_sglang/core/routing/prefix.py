@@ -1,0 +1,43 @@
+"""Router-side approximation of each instance's prefix cache (as sglang-router's cache-aware tree).
+
+Per instance, a bounded LRU set of the prefix-block hashes the router has
+sent there. ``match`` counts how many leading blocks of a request the
+instance probably holds. Deterministic; no clocks (an insertion counter
+orders the LRU).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Hashable
+
+
+class PrefixTracker:
+    def __init__(self, max_blocks_per_instance: int = 200_000):
+        self.max_blocks = max_blocks_per_instance
+        self._sets: dict[Hashable, OrderedDict] = {}
+
+    def match(self, iid: Hashable, blocks: tuple) -> int:
+        seen = self._sets.get(iid)
+        if not seen:
+            return 0
+        n = 0
+        for b in blocks:
+            if b not in seen:
+                break
+            n += 1
+        return n
+
+    def record(self, iid: Hashable, blocks: tuple) -> None:
+        seen = self._sets.setdefault(iid, OrderedDict())
+        for b in blocks:
+            seen[b] = None
+            seen.move_to_end(b)
+        while len(seen) > self.max_blocks:
+            seen.popitem(last=False)
+
+    def size(self, iid: Hashable) -> int:
+        return len(self._sets.get(iid, ()))
+
+    def forget(self, iid: Hashable) -> None:
+        self._sets.pop(iid, None)

@@ -1,0 +1,190 @@
+"""HFX: multi-SLO scheduling with budget estimation and prioritisation.
+
+Guarantees, per iteration, given an accurate performance model:
+
+1. Protect ongoing requests. The prefill work admitted into an iteration is
+   bounded so that every protected running request still gets its next
+   token by its TPOT deadline: ``budget = min slack - decode step time``.
+   A running request is protected unless it is best effort, or it is so far
+   behind that it cannot catch up before its last token, or a more
+   important waiting request is urgent (see 3).
+2. Protect new requests. The waiting queue is ordered by least slack
+   (latest time prefill may start and still meet TTFT), shifted earlier by
+   ``priority_boost_s`` per priority level; best-effort requests come last,
+   first come first served. A request is only admitted to the decode batch
+   if the predicted decode step stays within ``decode_headroom`` x the
+   tightest TPOT in the batch, so admission never breaks ongoing requests'
+   TPOT and leaves room for prefill progress.
+3. Priorities across stages. When the head of the queue is urgent (one more
+   decode step would make it miss TTFT), running requests of lower priority
+   stop constraining the budget.
+4. Early verdicts. A request whose TTFT cannot be met even if prefilled now,
+   or that would miss behind more urgent work in this iteration, is
+   rejected or demoted to best effort per its class (``on_miss``); rejection
+   happens before any compute is spent on it.
+
+In ``average`` TPOT mode a stall may be amortised over the next
+``tpot_horizon_tokens`` tokens (16, capped by ``max_new_tokens``): the budget
+protects the deadline of token ``out + h`` minus ``h - 1`` decode steps. In
+``per_token`` mode ``h`` is 1.
+
+Knobs (``SchedulerConfig.extra``): ``priority_boost_s`` (0.5),
+``decode_headroom`` (0.6), ``tpot_safety`` (0.9: plan to 90% of each TPOT),
+``tpot_horizon_tokens`` (16), ``lookahead`` (32 requests screened beyond the
+stop point per iteration).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from ..perf_model import PerfModel
+from .base import Scheduler
+from .types import EngineSnapshot, RequestView, RunningView, SchedulerConfig, Verdict, WaitingView
+
+
+class HFXScheduler(Scheduler):
+    name = "hfx"
+
+    def __init__(self, config: SchedulerConfig | None = None):
+        super().__init__(config)
+        extra = self.cfg.extra
+        self.boost = float(extra.get("priority_boost_s", 0.5))
+        self.headroom = float(extra.get("decode_headroom", 0.6))
+        self.lookahead = int(extra.get("lookahead", 32))
+        self.horizon = int(extra.get("tpot_horizon_tokens", 16))
+        self.safety = float(extra.get("tpot_safety", 0.9))
+        self._tight_cache: tuple[int, float] = (0, math.inf)
+
+    # queue order: least slack first, priority-shifted; best effort last
+    def key(self, req: RequestView, perf: PerfModel) -> tuple:
+        if req.best_effort:
+            return (1, req.arrival)
+        todo = req.input_len + req.output_len - getattr(req, "cached_len", 0)
+        if req.first_token_time is not None:  # retracted mid-decode: next token deadline
+            due = req.slo.token_deadline(req.output_len + 1, req.arrival, req.first_token_time)
+        else:
+            due = req.slo.ttft_deadline(req.arrival)
+        return (0, due - perf.prefill_time(todo, 0) - self.boost * req.slo.priority)
+
+    def decode_key(self, req: RequestView, perf: PerfModel) -> tuple:
+        if req.best_effort:
+            return (1, req.arrival)
+        due = req.slo.token_deadline(req.output_len + 1, req.arrival, req.first_token_time)
+        return (0, due - self.boost * req.slo.priority)
+
+    def screen(self, req: WaitingView, snap: EngineSnapshot, done_by: float) -> Verdict | None:
+        if req.best_effort or req.first_token_time is not None:
+            return None
+        deadline = req.slo.ttft_deadline(req.arrival)
+        if done_by <= deadline:
+            return None
+        return self._verdict(req, snap, deadline, behind_queue=True)
+
+    def screen_tail(self, rest, snap: EngineSnapshot) -> list[Verdict]:
+        out = []
+        for _, req in zip(range(self.lookahead), rest):
+            if req.best_effort or req.first_token_time is not None:
+                continue
+            deadline = req.slo.ttft_deadline(req.arrival)
+            todo = req.input_len + req.output_len - req.cached_len
+            if snap.now + snap.perf.prefill_time(todo, req.cached_len) > deadline:
+                out.append(self._verdict(req, snap, deadline, behind_queue=False))
+        return out
+
+    def _verdict(self, req: WaitingView, snap: EngineSnapshot, deadline: float, behind_queue: bool) -> Verdict:
+        todo = req.input_len + req.output_len - req.cached_len
+        need = snap.perf.prefill_time(todo, req.cached_len)
+        left = deadline - snap.now
+        if snap.now + need <= deadline and behind_queue:
+            why = (f"TTFT {req.slo.ttft_ms:g} ms of class {req.slo.cls!r} would be missed behind more urgent "
+                   f"requests ({left * 1e3:.0f} ms left)")
+        else:
+            why = (f"TTFT {req.slo.ttft_ms:g} ms of class {req.slo.cls!r} cannot be met: prefill needs "
+                   f"{need * 1e3:.0f} ms, {max(left, 0) * 1e3:.0f} ms left")
+        return Verdict(req.rid, "reject" if req.slo.on_miss == "reject" else "demote", why)
+
+    # budget estimation: protect the running requests' next-token deadlines
+    def prefill_budget(self, snap: EngineSnapshot, running_kv: int) -> tuple[float, str]:
+        if snap.mode != "collocated" or not snap.running:
+            return math.inf, "no running requests"
+        perf, now = snap.perf, snap.now
+        td = perf.decode_time(len(snap.running), running_kv)
+        floor = self._urgent_priority(snap, td)
+        slack, who = math.inf, None
+        for r in snap.running:
+            if r.best_effort or r.slo.priority < floor:
+                continue
+            left = r.max_new_tokens - r.output_len
+            h = 1 if r.slo.tpot_mode == "per_token" else max(min(self.horizon, left), 1)
+            s = self._due(r, r.output_len + h) - now - (h - 1) * td
+            if s < slack:
+                if s < 0 and -s > left * (r.slo.tpot_s - td):
+                    continue  # cannot catch up before its end: no longer protected
+                slack, who = max(s, 0.0), r
+        if who is None:
+            return math.inf, "no protected running request"
+        # mixed chunk: the running requests' token comes out of this very iteration
+        return (slack if self.cfg.mixed else slack - td), f"TPOT deadline of a {who.slo.cls!r} request"
+
+    def _due(self, r: RunningView, i: int) -> float:
+        """Deadline of token ``i`` planned with ``tpot_safety`` x TPOT (a margin for model error)."""
+        slo = r.slo
+        if slo.tpot_mode == "per_token" or r.first_token_time is None:
+            return r.arrival + slo.ttft_s + (i - 1) * slo.tpot_s * self.safety
+        return r.first_token_time + (i - 1) * slo.tpot_s * self.safety
+
+    def _urgent_priority(self, snap: EngineSnapshot, td: float) -> float:
+        """Priority of the queue head if one more decode step would make it miss TTFT, else -inf."""
+        head = snap.chunked
+        if head is None:
+            head = next((w for w in snap.waiting if not w.best_effort), None)
+        if head is None or head.best_effort or head.first_token_time is not None:
+            return -math.inf
+        need = snap.perf.prefill_time(head.input_len - head.cached_len, head.cached_len)
+        deadline = head.slo.ttft_deadline(head.arrival)
+        if snap.now + need <= deadline < snap.now + td + need:
+            return head.slo.priority + 1
+        return -math.inf
+
+    # decode-stage admission: keep the batch's step time within the tightest TPOT
+    def decode_admits(self, req: RequestView, snap: EngineSnapshot, batch_reqs: int, batch_kv: int) -> bool:
+        if batch_reqs <= 1:
+            return True
+        tight = self._tightest_tpot(snap)
+        if not req.best_effort:
+            tight = min(tight, req.slo.tpot_s)
+        if tight == math.inf:
+            return True
+        return snap.perf.decode_time(batch_reqs, batch_kv) <= self.headroom * tight
+
+    def _tightest_tpot(self, snap: EngineSnapshot) -> float:
+        if self._tight_cache[0] != id(snap):
+            tight = min((r.slo.tpot_s for r in snap.running if not r.best_effort), default=math.inf)
+            self._tight_cache = (id(snap), tight)
+        return self._tight_cache[1]
+
+    # victims: best effort first, then lower priority, then most slack, then least progress
+    def retraction_order(self, running: Sequence[RunningView], now: float) -> list[RunningView]:
+        def cost(r: RunningView) -> tuple:
+            slack = r.slo.token_deadline(r.output_len + 1, r.arrival, r.first_token_time) - now
+            return (not r.best_effort, r.slo.priority, -slack, r.output_len)
+        return sorted(running, key=cost)
+
+    def preempt(self, req: WaitingView, snap: EngineSnapshot, need_kv: float, taken: set) -> list[RunningView]:
+        if req.best_effort:
+            return []
+        pool = [r for r in snap.running if r.rid not in taken and (r.best_effort or r.slo.priority < req.slo.priority)]
+        return _cover(self.retraction_order(pool, snap.now), need_kv)
+
+
+def _cover(victims: Sequence[RunningView], need_kv: float) -> list[RunningView]:
+    """Shortest prefix of ``victims`` freeing ``need_kv`` tokens; [] if all of them are not enough."""
+    out, freed = [], 0
+    for v in victims:
+        if freed >= need_kv:
+            break
+        out.append(v)
+        freed += v.input_len + v.output_len
+    return out if freed >= need_kv else []

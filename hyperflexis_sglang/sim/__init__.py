@@ -1,0 +1,1 @@
+"""Discrete-event simulator running the core policies on simulated SGLang replicas."""

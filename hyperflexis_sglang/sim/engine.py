@@ -1,0 +1,332 @@
+"""A simulated SGLang engine instance (one replica) that runs a core scheduling policy.
+
+The replica keeps SGLang's state (waiting queue, chunked request, running
+batch, KV pool with an LRU prefix cache) and, at every iteration, hands a
+snapshot to the *same* policy object the SGLang plugin uses, applies the
+plan and advances time by the iteration time predicted by its "true"
+performance model (which may differ from the policy's, to study
+mis-calibration). Continuous batching, chunked prefill, KV reservation and
+retraction follow ``core/scheduling/base.py``.
+
+Invariants (checked by tests): a request is in exactly one of waiting,
+chunked, in-flight prefill, running or ended; ``kv_used`` equals the
+context held by chunked/running requests.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from ..core.perf_model import PerfModel, attn_pairs
+from ..core.scheduling import EngineSnapshot, IterationPlan, Scheduler
+from ..core.slo import SLO
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+
+INIT_NEW_TOKEN_RATIO = 0.7  # SGLang: SGLANG_INIT_NEW_TOKEN_RATIO x --schedule-conservativeness 1.0
+MIN_NEW_TOKEN_RATIO = INIT_NEW_TOKEN_RATIO * 0.14  # SGLang: init x SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR
+NEW_TOKEN_RATIO_DECAY = (INIT_NEW_TOKEN_RATIO - MIN_NEW_TOKEN_RATIO) / 600  # SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS
+BLOCK_TOKENS = 512  # Mooncake hash_ids block size
+
+
+class SimRequest:
+    """One request's state; implements the policy's request views."""
+
+    __slots__ = ("rid", "arrival", "slo", "input_len", "output_len", "max_new_tokens", "first_token_time",
+                 "best_effort", "cached_len", "blocks", "finish_time", "rejected", "reason", "late_max",
+                 "late_base", "retractions", "demoted", "prefill_iid", "decode_iid", "entry", "ended", "enqueue_time")
+
+    def __init__(self, rid: int, arrival: float, slo: SLO, input_len: int, output_len: int, blocks: tuple = ()):
+        self.rid = rid
+        self.arrival = arrival
+        self.slo = slo
+        self.input_len = input_len
+        self.output_len = 0  # generated so far
+        self.max_new_tokens = output_len  # traces give the real output length; we generate exactly that
+        self.first_token_time: float | None = None
+        self.best_effort = False
+        self.cached_len = 0
+        self.blocks = blocks
+        self.finish_time: float | None = None
+        self.rejected = False
+        self.reason = ""
+        self.late_max = -math.inf  # worst per-token lateness (arrival-anchored deadlines)
+        self.late_base = arrival + slo.ttft_s - slo.tpot_s  # deadline(n) = late_base + n * tpot
+        self.retractions = 0
+        self.demoted = False
+        self.prefill_iid = None
+        self.decode_iid = None
+        self.entry = None  # (key, seq, self) while in a waiting queue
+        self.ended = False
+        self.enqueue_time = arrival
+
+
+class _QueueView:
+    """Read-only, zero-copy view of a sorted waiting list as requests in order."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list):
+        self.items = items
+
+    def __iter__(self):
+        for entry in self.items:
+            yield entry[2]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+class Replica:
+    """One engine instance; also an ``InstanceView`` for routing."""
+
+    def __init__(self, iid: int, role: str, policy: Scheduler, perf: PerfModel, cluster: "Cluster",
+                 true_perf: PerfModel | None = None):
+        self.iid = iid
+        self.role = role  # "collocated", "prefill" or "decode"
+        self.policy = policy
+        self.perf = perf
+        self.true_perf = true_perf or perf
+        self.cluster = cluster
+        self.capacity = perf.kv_capacity_tokens
+        self.waiting: list = []  # sorted (key, seq, req)
+        self.running: list[SimRequest] = []
+        self.chunked: SimRequest | None = None
+        self.kv_used = 0
+        self.running_kv = 0
+        self.waiting_tokens = 0
+        self.tpot_counts: dict[float, int] = {}
+        self.cache: OrderedDict = OrderedDict()
+        self.cache_blocks = max(self.capacity // BLOCK_TOKENS, 1)
+        self.ratio = INIT_NEW_TOKEN_RATIO
+        self.busy = False
+        self.busy_s = 0.0
+        self.iterations = 0
+        self.retractions = 0
+        self.seq = 0
+
+    # ---- InstanceView ---------------------------------------------------
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting) + (self.chunked is not None)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def kv_free(self) -> int:
+        return self.capacity - self.kv_used
+
+    @property
+    def min_running_tpot_s(self) -> float:
+        return min(self.tpot_counts) if self.tpot_counts else math.inf
+
+    # ---- queue ----------------------------------------------------------
+    def enqueue(self, req: SimRequest, now: float) -> None:
+        if self.role != "decode" and req.blocks and req.output_len == 0:
+            req.cached_len = min(self._cache_hit(req.blocks), req.input_len - 1)
+        self._insert(req, now)
+        if not self.busy:
+            self.busy = True
+            self.cluster.at(now, self.step)
+
+    def _insert(self, req: SimRequest, now: float) -> None:
+        self.seq += 1
+        req.enqueue_time = now
+        key = self.policy.decode_key(req, self.perf) if self.role == "decode" else self.policy.key(req, self.perf)
+        req.entry = (key, self.seq, req)
+        bisect.insort(self.waiting, req.entry)
+        self.waiting_tokens += req.input_len + req.output_len - req.cached_len
+
+    def _remove(self, req: SimRequest) -> None:
+        i = bisect.bisect_left(self.waiting, req.entry)
+        del self.waiting[i]
+        req.entry = None
+        self.waiting_tokens -= req.input_len + req.output_len - req.cached_len
+
+    def _cache_hit(self, blocks: tuple) -> int:
+        n = 0
+        for b in blocks:
+            if b not in self.cache:
+                break
+            self.cache.move_to_end(b)
+            n += 1
+        return n * BLOCK_TOKENS
+
+    def _cache_insert(self, blocks: tuple) -> None:
+        for b in blocks:
+            self.cache[b] = None
+            self.cache.move_to_end(b)
+        while len(self.cache) > self.cache_blocks:
+            self.cache.popitem(last=False)
+
+    # ---- running batch bookkeeping ---------------------------------------
+    def _join(self, req: SimRequest) -> None:
+        self.running.append(req)
+        self.running_kv += req.input_len + req.output_len
+        t = req.slo.tpot_s
+        if not req.best_effort:
+            self.tpot_counts[t] = self.tpot_counts.get(t, 0) + 1
+
+    def _leave(self, req: SimRequest) -> None:
+        self.running_kv -= req.input_len + req.output_len
+        self.kv_used -= req.input_len + req.output_len
+        t = req.slo.tpot_s
+        if not req.best_effort and t in self.tpot_counts:
+            self.tpot_counts[t] -= 1
+            if not self.tpot_counts[t]:
+                del self.tpot_counts[t]
+
+    # ---- one iteration ----------------------------------------------------
+    def step(self, now: float) -> None:
+        snap = EngineSnapshot(now, _QueueView(self.waiting), self.running, self.capacity - self.kv_used, self.perf,
+                              self.chunked, self.ratio, self.role, self.running_kv)
+        plan = self.policy.plan(snap)
+        self.cluster.observe_plan(self, plan)
+        self._apply_verdicts(plan, now)
+        if plan.retract:
+            self._retract(plan.retract, now)
+        if plan.admit:
+            self._admit(plan.admit, now)
+        prefill = self._take_prefill(plan)
+        decoding = list(self.running) if plan.decode else []
+        if not prefill and not decoding:
+            self.busy = bool(self.waiting or self.chunked) and self._stuck_guard(now)
+            return
+        dur = self._duration(prefill, decoding)
+        self.busy_s += dur
+        self.iterations += 1
+        self.cluster.at(now + dur, lambda t: self._finish(t, prefill, decoding))
+
+    def _stuck_guard(self, now: float) -> bool:
+        """Nothing runnable but requests wait (e.g. KV held by transfers): retry a bit later."""
+        self.cluster.at(now + 0.005, self.step)
+        return True
+
+    def _apply_verdicts(self, plan: IterationPlan, now: float) -> None:
+        for v in plan.verdicts:
+            req = self.cluster.requests[v.rid]
+            if req is self.chunked:
+                continue
+            self._remove(req)
+            if v.action == "reject":
+                req.rejected, req.reason = True, v.reason
+                self.cluster.end(req, now)
+            else:
+                req.best_effort, req.demoted, req.reason = True, True, v.reason
+                self._insert(req, now)
+
+    def _retract(self, rids, now: float) -> None:
+        requests = self.cluster.requests
+        gone = {rid for rid in rids}
+        for rid in rids:
+            req = requests[rid]
+            self._leave(req)
+            req.cached_len = 0
+            req.retractions += 1
+            self.retractions += 1
+            self._insert(req, now)
+        self.running = [r for r in self.running if r.rid not in gone]
+        total_max = sum(r.max_new_tokens for r in self.running)
+        self.ratio = min(1.0, (sum(r.output_len for r in self.running) + 20 * len(self.running)) / (total_max + 1))
+
+    def _admit(self, rids, now: float) -> None:
+        requests = self.cluster.requests
+        for rid in rids:
+            req = requests[rid]
+            self._remove(req)
+            self.kv_used += req.input_len + req.output_len
+            if req.first_token_time is None:
+                req.first_token_time = now
+                req.output_len = max(req.output_len, 1)
+                self.kv_used += 1
+                req.late_max = max(req.late_max, now - (req.late_base + req.slo.tpot_s))
+            if req.output_len >= req.max_new_tokens:
+                self.kv_used -= req.input_len + req.output_len
+                self.cluster.end(req, now)
+            else:
+                self._join(req)
+
+    def _take_prefill(self, plan: IterationPlan) -> list:
+        out = []
+        requests = self.cluster.requests
+        for item in plan.prefill:
+            req = requests[item.rid]
+            if req is self.chunked:
+                self.chunked = None
+            else:
+                self._remove(req)
+                self.kv_used += req.cached_len
+            self.kv_used += item.tokens
+            out.append((req, item.tokens, req.cached_len, item.completes))
+        return out
+
+    def _duration(self, prefill: list, decoding: list) -> float:
+        tokens = sum(n for _, n, _, _ in prefill)
+        pairs = sum(attn_pairs(n, c) for _, n, c, _ in prefill)
+        kv = self.running_kv if decoding else 0
+        return self.true_perf.iteration_time(tokens, pairs, len(prefill), len(decoding), kv)
+
+    def _finish(self, now: float, prefill: list, decoding: list) -> None:
+        if decoding:
+            self._decode_done(now, decoding)
+        for req, n, _, completes in prefill:
+            req.cached_len += n
+            if not completes:
+                self.chunked = req
+                continue
+            self._prefill_done(req, now)
+        self.step(now)
+
+    def _decode_done(self, now: float, decoding: list) -> None:
+        done = []
+        for r in decoding:
+            n = r.output_len + 1
+            r.output_len = n
+            late = now - r.late_base - n * r.slo.tpot_s
+            if late > r.late_max:
+                r.late_max = late
+            if n >= r.max_new_tokens:
+                done.append(r)
+        self.running_kv += len(decoding)
+        self.kv_used += len(decoding)
+        self.ratio = max(self.ratio - NEW_TOKEN_RATIO_DECAY, MIN_NEW_TOKEN_RATIO)
+        if done:
+            ended = set(id(r) for r in done)
+            self.running = [r for r in self.running if id(r) not in ended]
+            for r in done:
+                self._leave(r)
+                self._cache_insert(r.blocks)
+                self.cluster.end(r, now)
+
+    def _prefill_done(self, req: SimRequest, now: float) -> None:
+        if self.role == "prefill":
+            self._cache_insert(req.blocks)
+            self.cluster.transfer(self, req, now)
+            return
+        n = req.output_len + 1
+        req.output_len = n
+        self.kv_used += 1
+        if req.first_token_time is None:
+            req.first_token_time = now
+        late = now - req.late_base - n * req.slo.tpot_s
+        if late > req.late_max:
+            req.late_max = late
+        if n >= req.max_new_tokens:
+            self.kv_used -= req.input_len + n
+            self._cache_insert(req.blocks)
+            self.cluster.end(req, now)
+        else:
+            self._join(req)
+
+    def release_transferred(self, req: SimRequest) -> None:
+        """Prefill role: the request's KV has been sent; free it."""
+        self.kv_used -= req.input_len

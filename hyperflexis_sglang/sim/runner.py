@@ -1,0 +1,27 @@
+"""One simulation run: workload + cluster config + performance model -> summary dict."""
+
+from __future__ import annotations
+
+from ..core.perf_model import PerfModel
+from .cluster import Cluster, ClusterConfig
+from .metrics import summarize
+from .workload import Workload
+
+
+def simulate(workload: Workload, cfg: ClusterConfig, perf: PerfModel, true_perf: PerfModel | None = None) -> dict:
+    cluster = Cluster(cfg, perf, true_perf)
+    cluster.run(workload)
+    ended = {r.rid for r in cluster.ended}
+    if len(ended) != len(cluster.ended):
+        raise AssertionError("a request ended twice")
+    span = cluster.now - (workload.arrivals[0] if len(workload) else 0.0)
+    gpus = len(cluster.replicas) * perf.num_gpus
+    return summarize(cluster.requests.values(), gpu_seconds=gpus * span, extra={
+        "policy": cfg.policy, "router": cfg.router,
+        "deployment": f"pd {cfg.pd[0]}:{cfg.pd[1]}" if cfg.pd else f"collocated x{cfg.replicas}",
+        "perf_model": perf.name,
+        "ended": len(ended),
+        "iterations": sum(r.iterations for r in cluster.replicas),
+        "retractions": sum(r.retractions for r in cluster.replicas),
+        "busy_fraction": sum(r.busy_s for r in cluster.replicas) / max(span * len(cluster.replicas), 1e-9),
+    })
