@@ -11,10 +11,14 @@ tree). Load = queued + running requests.
 queued ahead at its priority or higher, minus the predicted prefix-cache
 hit, through the instance's performance model, stretched by the share of
 time the instance spends decoding) and TPOT (decode step time with the
-request added). Among instances predicted to meet both targets it spreads
-tight requests (largest TTFT margin) and bin-packs loose ones (smallest
-margin) to keep headroom for tight classes; if none can, it takes the
-smallest predicted TTFT and says so. Prefix affinity needs no extra rule:
+request added). Among instances predicted to meet both targets it first
+prefers TPOT affinity (instances whose tightest running TPOT is closest to
+the request's: tight-TPOT requests throttle every iteration of their
+instance, so they are kept together and loose requests stay on unthrottled
+instances), then the largest TTFT margin; with ``bin_pack_ttft_s`` set,
+requests at least that loose take the smallest margin instead (packing, for
+scale-in). If no instance can meet the SLO, it takes the smallest predicted
+TTFT and says so. Prefix affinity needs no extra rule:
 a cache hit shortens the predicted TTFT.
 
 Randomness is passed in (``rand`` in [0, 1)).
@@ -134,10 +138,12 @@ class HFXRouting(RoutingPolicy):
             return RouteDecision(best.iid, "no instance has KV room: most free KV")
         ok = [s for s in scored if s[0] >= 0 and s[1]]
         if ok:
-            loose = slo.ttft_s >= self.opts.get("bin_pack_ttft_s", 5.0)
-            margin, _, ttft, tpot, inst = min(ok, key=_first) if loose else max(ok, key=_first)
+            loose = slo.ttft_s >= self.opts.get("bin_pack_ttft_s", math.inf)
+            sign = 1.0 if loose else -1.0
+            margin, _, ttft, tpot, inst = min(ok, key=lambda s: (round(_affinity(slo.tpot_s, s[4]), 1), sign * s[0]))
             how = "bin-pack (loose SLO)" if loose else "spread (largest margin)"
-            return RouteDecision(inst.iid, f"{how}: predicted TTFT {ttft * 1e3:.0f} ms", ttft, tpot)
+            return RouteDecision(inst.iid, f"{how} among TPOT-affine instances: predicted TTFT {ttft * 1e3:.0f} ms",
+                                 ttft, tpot)
         margin, _, ttft, tpot, inst = max(scored, key=_first)
         return RouteDecision(inst.iid, f"no instance meets the SLO: least predicted TTFT {ttft * 1e3:.0f} ms",
                              ttft, tpot)
@@ -160,6 +166,15 @@ class HFXRouting(RoutingPolicy):
 
 def _first(s):
     return s[0]
+
+
+def _affinity(tpot_s: float, inst: InstanceView) -> float:
+    """How far the instance's tightest running TPOT is from the request's (log ratio; idle = 1 s).
+
+    Tight-TPOT requests throttle every iteration of the instance they run on,
+    so HFX keeps them together and keeps loose requests on unthrottled ones.
+    """
+    return abs(math.log(min(inst.min_running_tpot_s, 1.0) / tpot_s))
 
 
 ROUTERS: dict[str, type[RoutingPolicy]] = {
