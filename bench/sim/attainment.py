@@ -35,8 +35,8 @@ POLICIES = ["sglang-fcfs", "sglang-priority", "edf", "sarathi", "hfx"]
 SETUPS = {
     ("azure_conv_2023.csv", "collocated"): dict(replicas=4, scales=[6, 8, 10, 12, 14, 16, 20, 24]),
     ("azure_conv_2023.csv", "pd"): dict(pd=(2, 2), scales=[4, 6, 8, 10, 12, 14, 16, 20]),
-    ("mooncake_conversation.jsonl", "collocated"): dict(replicas=4, scales=[0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3]),
-    ("mooncake_conversation.jsonl", "pd"): dict(pd=(2, 2), scales=[0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3]),
+    ("mooncake_conversation.jsonl", "collocated"): dict(replicas=4, scales=[0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0]),
+    ("mooncake_conversation.jsonl", "pd"): dict(pd=(2, 2), scales=[0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0]),
 }
 
 

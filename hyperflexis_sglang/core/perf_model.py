@@ -129,11 +129,13 @@ class PerfModel:
         if budget <= 0:
             return 0
         a = self.per_attn_pair / 2.0
-        b = self.per_prefill_token + self.per_attn_pair * prefix
+        b = self.per_prefill_token + self.per_attn_pair * (prefix + 0.5)  # attn_pairs = n*prefix + n^2/2 + n/2
         if a <= 0:
             return int(budget / b) if b > 0 else 1 << 30
-        n = (-b + math.sqrt(b * b + 4 * a * budget)) / (2 * a)
-        return max(int(n), 0)
+        n = int((-b + math.sqrt(b * b + 4 * a * budget)) / (2 * a))
+        while n > 0 and self.chunk_time(n, prefix) > seconds:  # float rounding at the boundary
+            n -= 1
+        return max(n, 0)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -170,7 +170,10 @@ class SLOCatalog:
                 classes[name] = dataclasses.replace(base, **fields)
             except SLOError as e:
                 raise SLOError(f"{path}: class {name!r}: {e}") from None
-        return cls(classes, default=data.get("default", "standard"))
+        try:
+            return cls(classes, default=data.get("default", "standard"))
+        except SLOError as e:
+            raise SLOError(f"{path}: {e}") from None
 
 
 def _normalise(spec: Mapping[str, Any]) -> dict[str, Any]:

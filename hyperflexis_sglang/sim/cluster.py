@@ -49,6 +49,7 @@ class Cluster:
         self.now = 0.0
         self.rng = random.Random(cfg.seed)
         self.router = make_router(cfg.router)
+        self.decode_router = make_router(cfg.router)  # own state, as sglang-router's --decode-policy
         self.requests: dict[int, SimRequest] = {}
         self.ended: list[SimRequest] = []
         overrides = dict(cfg.scheduler_overrides)
@@ -100,7 +101,7 @@ class Cluster:
         self.router.observe(rr, inst.iid)
         req.prefill_iid = inst.iid
         if self.decode:
-            d = self.router.pick_decode(rr, self.decode, self.rng.random())
+            d = self.decode_router.pick_decode(rr, self.decode, self.rng.random())
             req.decode_iid = d.iid
         inst.enqueue(req, now)
 
