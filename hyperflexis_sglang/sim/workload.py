@@ -67,6 +67,8 @@ def load_trace(path: str | Path, limit: int | None = None) -> list[TraceRow]:
 
 
 def _positive_int(value, what: str, where: str, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise TraceError(f"{where}: {what} must be an integer, got {value!r}")
     try:
         v = int(value)
     except (TypeError, ValueError):
@@ -133,7 +135,8 @@ def _load_jsonl(path: Path, limit: int | None) -> list[TraceRow]:
                                  tuple(hashes), slo or None))
     if any(b.t < a.t for a, b in zip(rows, rows[1:])):
         rows.sort(key=lambda r: r.t)
-    return rows
+    t0 = rows[0].t if rows else 0.0
+    return [r if not t0 else TraceRow(r.t - t0, r.input_len, r.output_len, r.hash_ids, r.slo) for r in rows]
 
 
 def parse_mix(spec: str, catalog: SLOCatalog) -> list[tuple[str, float]]:

@@ -23,6 +23,7 @@ stopped request has a reason.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Hashable, Sequence
 
 from ..perf_model import PerfModel
@@ -31,6 +32,7 @@ from .types import (EngineSnapshot, IterationPlan, PrefillItem, RequestView, Run
 
 RETRACT_DECODE_STEPS = 20  # SGLang retracts until the pool holds this many steps for the rest
 MIN_CHUNK_TOKENS = 32  # smaller SLO-limited chunks are not worth an iteration
+MAX_VERDICTS = 64  # bounds one decision's cost when a backlog expires at once
 
 
 class Scheduler:
@@ -116,13 +118,17 @@ class Scheduler:
             verdict = None if req is snap.chunked else self.screen(req, snap, now + t + perf.chunk_time(todo, req.cached_len))
             if verdict is not None:
                 verdicts.append(verdict)
+                if len(verdicts) >= MAX_VERDICTS:
+                    stop = "verdict cap (more are screened next iteration)"
+                    break
                 continue
             ctx = req.input_len + req.output_len
             if not self.decode_admits(req, snap, batch_n + 1, batch_kv + ctx):
                 stop = "decode stage at TPOT capacity"
                 break
             reserve = min(req.max_new_tokens - req.output_len, cfg.clip_max_new_tokens)
-            need = todo + reserve + cfg.page_size
+            held = 0 if req is snap.chunked else req.cached_len  # a prefix hit leaves the evictable pool
+            need = todo + held + reserve + cfg.page_size
             if need >= rem_total:
                 victims = self.preempt(req, snap, need - rem_total, taken)
                 if not victims:
@@ -148,7 +154,7 @@ class Scheduler:
                 break
             items.append(PrefillItem(req.rid, n, n == todo))
             t += perf.chunk_time(n, req.cached_len)
-            rem_total -= n + cfg.page_size + (reserve if n == todo else 0)
+            rem_total -= n + held + cfg.page_size + (reserve if n == todo else 0)
             rem_chunk -= n
             rem_input -= n
             if n < todo:
@@ -165,7 +171,9 @@ class Scheduler:
             retract += self._retract_for_decode(snap, taken, run_n - len(retract))
             live_n = run_n - len(retract)
             decode = live_n > 0
-            t = perf.decode_time(live_n, run_kv) if decode else 0.0
+            gone = set(retract)
+            live_kv = run_kv - sum(r.input_len + r.output_len for r in running if r.rid in gone)
+            t = perf.decode_time(live_n, live_kv) if decode else 0.0
             stop = "decode" + (f" ({stop})" if snap.waiting or snap.chunked else "")
         elif not items:
             t = 0.0
@@ -209,7 +217,8 @@ class Scheduler:
             free -= need
             batch_n += 1
             batch_kv += ctx
-        retract = self._retract_for_decode(snap, set(), len(running)) if running else []
+        after = replace(snap, kv_free_tokens=snap.kv_free_tokens - (batch_kv - (snap.running_kv_tokens if snap.running_kv_tokens >= 0 else _context(running))))
+        retract = self._retract_for_decode(after, set(), len(running)) if running else []
         live = batch_n - len(retract)
         return IterationPlan(admit=tuple(admit), decode=live > 0, retract=tuple(retract), reason=stop,
                              predicted_s=snap.perf.decode_time(live, batch_kv) if live > 0 else 0.0)

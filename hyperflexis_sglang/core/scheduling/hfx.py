@@ -55,7 +55,8 @@ class HFXScheduler(Scheduler):
         self.lookahead = int(extra.get("lookahead", 32))
         self.horizon = int(extra.get("tpot_horizon_tokens", 16))
         self.safety = float(extra.get("tpot_safety", 0.9))
-        self._tight_cache: tuple[int, float] = (0, math.inf)
+        self._tight_snap: EngineSnapshot | None = None  # snapshot the cached tightest TPOT belongs to
+        self._tight = math.inf
 
     # queue order: least slack first, priority-shifted; best effort last
     def key(self, req: RequestView, perf: PerfModel) -> tuple:
@@ -113,27 +114,27 @@ class HFXScheduler(Scheduler):
         td = perf.decode_time(len(snap.running), running_kv)
         floor = self._urgent_priority(snap, td)
         slack, who = math.inf, None
-        for r in snap.running:
-            if r.best_effort or r.slo.priority < floor:
+        horizon, safety = self.horizon, self.safety
+        for r in snap.running:  # hot loop (<= 256 requests): keep it inlined
+            slo = r.slo
+            if r.best_effort or slo.priority < floor:
                 continue
             left = r.max_new_tokens - r.output_len
-            h = 1 if r.slo.tpot_mode == "per_token" else max(min(self.horizon, left), 1)
-            s = self._due(r, r.output_len + h) - now - (h - 1) * td
+            tpot = slo.tpot_ms * 1e-3
+            if slo.tpot_mode == "per_token" or r.first_token_time is None:
+                h = 1
+                s = r.arrival + slo.ttft_ms * 1e-3 + r.output_len * tpot * safety - now
+            else:
+                h = horizon if horizon < left else (left if left > 1 else 1)
+                s = r.first_token_time + (r.output_len + h - 1) * tpot * safety - now - (h - 1) * td
             if s < slack:
-                if s < 0 and -s > left * (r.slo.tpot_s - td):
+                if s < 0 and -s > left * (tpot - td):
                     continue  # cannot catch up before its end: no longer protected
-                slack, who = max(s, 0.0), r
+                slack, who = (s if s > 0 else 0.0), r
         if who is None:
             return math.inf, "no protected running request"
         # mixed chunk: the running requests' token comes out of this very iteration
         return (slack if self.cfg.mixed else slack - td), f"TPOT deadline of a {who.slo.cls!r} request"
-
-    def _due(self, r: RunningView, i: int) -> float:
-        """Deadline of token ``i`` planned with ``tpot_safety`` x TPOT (a margin for model error)."""
-        slo = r.slo
-        if slo.tpot_mode == "per_token" or r.first_token_time is None:
-            return r.arrival + slo.ttft_s + (i - 1) * slo.tpot_s * self.safety
-        return r.first_token_time + (i - 1) * slo.tpot_s * self.safety
 
     def _urgent_priority(self, snap: EngineSnapshot, td: float) -> float:
         """Priority of the queue head if one more decode step would make it miss TTFT, else -inf."""
@@ -160,10 +161,10 @@ class HFXScheduler(Scheduler):
         return snap.perf.decode_time(batch_reqs, batch_kv) <= self.headroom * tight
 
     def _tightest_tpot(self, snap: EngineSnapshot) -> float:
-        if self._tight_cache[0] != id(snap):
-            tight = min((r.slo.tpot_s for r in snap.running if not r.best_effort), default=math.inf)
-            self._tight_cache = (id(snap), tight)
-        return self._tight_cache[1]
+        if self._tight_snap is not snap:  # identity, not id(): a freed snapshot's address is reused
+            self._tight = min((r.slo.tpot_s for r in snap.running if not r.best_effort), default=math.inf)
+            self._tight_snap = snap
+        return self._tight
 
     # victims: best effort first, then lower priority, then most slack, then least progress
     def retraction_order(self, running: Sequence[RunningView], now: float) -> list[RunningView]:
