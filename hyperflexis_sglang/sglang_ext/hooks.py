@@ -1,0 +1,268 @@
+"""Hooks that run the core scheduling policy inside SGLang 0.5.23's scheduler process.
+
+Seams (see the field guide, section 2):
+
+* enqueue (``Scheduler._add_request_to_queue``, AROUND): resolve the
+  request's SLO from ``custom_params.slo`` / ``priority`` and attach a view;
+  a bad SLO, or a P/D request without bootstrap fields, is answered with
+  HTTP 400 and never queued (the scheduler keeps serving);
+* queue order (``SchedulePolicy.calc_priority``, AROUND): after SGLang's
+  prefix matching, sort the waiting queue by the policy's key;
+* admission and token budget (``Scheduler.get_prefill_adder_class``,
+  REPLACE): a ``PrefillAdder`` subclass asks the policy for this
+  iteration's plan, applies its verdicts (reject: abort with HTTP 429 and the
+  reason; demote: best effort, back of the queue) and admits exactly the
+  planned requests and chunk sizes; an empty plan makes SGLang decode, which
+  is the prefill-vs-decode choice;
+* retraction victims (``ScheduleBatch._get_decode_retraction_order``,
+  REPLACE): the policy's victim order;
+* calibration (``Scheduler.run_batch``, AROUND): iteration composition and
+  period feed the online performance-model fit;
+* ``/server_info`` (``SchedulerInternalStateController.get_internal_state``,
+  AFTER): an ``hfx`` entry with hooks fired, overhead and fitted model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from http import HTTPStatus
+
+from ..core.perf_model import attn_pairs
+from ..core.scheduling import EngineSnapshot
+from ..core.scheduling.base import MIN_CHUNK_TOKENS
+from ..core.slo import SLOError
+from .config import PluginConfig
+from .state import PluginState, timed
+from .views import ReqView, resolve_slo
+
+log = logging.getLogger("hyperflexis_sglang")
+
+CFG: PluginConfig | None = None
+STATE: PluginState | None = None
+
+TARGETS = {
+    "enqueue": "sglang.srt.managers.scheduler.Scheduler._add_request_to_queue",
+    "order": "sglang.srt.managers.schedule_policy.SchedulePolicy.calc_priority",
+    "prefill_batch": "sglang.srt.managers.scheduler.Scheduler._get_new_batch_prefill_raw",
+    "adder": "sglang.srt.managers.scheduler.Scheduler.get_prefill_adder_class",
+    "retraction": "sglang.srt.managers.schedule_batch.ScheduleBatch._get_decode_retraction_order",
+    "run_batch": "sglang.srt.managers.scheduler.Scheduler.run_batch",
+    "server_info": "sglang.srt.managers.scheduler_components.internal_state."
+                   "SchedulerInternalStateController.get_internal_state",
+}
+
+
+def state_for(scheduler) -> PluginState:
+    global STATE
+    if STATE is None:
+        STATE = PluginState(CFG, scheduler.server_args, int(scheduler.max_total_num_tokens),
+                            int(scheduler.max_running_requests))
+        log.info("hyperflexis: policy %s active in scheduler (mode %s, mixed chunk %s); hooks: %s",
+                 CFG.policy, STATE.mode, STATE.sched_cfg.mixed, ", ".join(TARGETS))
+        if CFG.policy == "hfx" and not STATE.sched_cfg.mixed:
+            log.warning("hyperflexis: --enable-mixed-chunk is off; HFX budgets assume separate prefill "
+                        "and decode iterations (start SGLang with --enable-mixed-chunk for best results)")
+    return STATE
+
+
+def view(req, st: PluginState) -> ReqView:
+    v = getattr(req, "_hfx", None)
+    if v is None:  # a request that bypassed enqueue (e.g. aborted): default class
+        v = ReqView(req, st.catalog.resolve(), getattr(req.time_stats, "scheduler_recv_time", 0.0)
+                    or time.perf_counter())
+        req._hfx = v
+    return v
+
+
+def _reject_now(scheduler, req, message: str) -> None:
+    """Answer HTTP 400 without queueing or running the request."""
+    from sglang.srt.disaggregation.utils import prepare_abort
+    log.warning("hyperflexis: rejecting request %s: %s", req.rid, message)
+    prepare_abort(req, message, status_code=HTTPStatus.BAD_REQUEST)
+    scheduler.output_streamer.stream_output([req], req.return_logprob)
+
+
+# ---- enqueue ---------------------------------------------------------------
+def add_request_to_queue(original, self, req, *args, **kwargs):
+    st = state_for(self)
+    is_retracted = kwargs.get("is_retracted", args[0] if args else False)
+    with timed(st, "enqueue"):
+        if not is_retracted and getattr(req, "_hfx", None) is None and not req.to_finish:
+            if st.mode == "decode" and (getattr(req, "bootstrap_host", None) is None
+                                        or getattr(req, "bootstrap_room", None) is None):
+                st.invalid += 1
+                return _reject_now(self, req, "P/D decode request is missing bootstrap_host/bootstrap_room; "
+                                              "send it through a P/D router")
+            try:
+                slo = resolve_slo(req, st.catalog)
+            except SLOError as e:
+                st.invalid += 1
+                return _reject_now(self, req, f"invalid SLO: {e}")
+            req._hfx = ReqView(req, slo, req.time_stats.scheduler_recv_time or time.perf_counter())
+    return original(self, req, *args, **kwargs)
+
+
+# ---- queue order -------------------------------------------------------------
+def calc_priority(original, self, waiting_queue, *args, **kwargs):
+    result = original(self, waiting_queue, *args, **kwargs)
+    st = STATE
+    if st is not None and waiting_queue:
+        with timed(st, "order"):
+            key, perf = st.policy.key, st.perf
+            waiting_queue.sort(key=lambda r: key(view(r, st), perf))
+    return result
+
+
+def get_new_batch_prefill_raw(original, self, *args, **kwargs):
+    st = state_for(self)
+    st.scheduler = self
+    return original(self, *args, **kwargs)
+
+
+class _Views:
+    """Lazy views over SGLang's waiting list (the walk only reads its head)."""
+
+    __slots__ = ("reqs", "st")
+
+    def __init__(self, reqs, st):
+        self.reqs, self.st = reqs, st
+
+    def __iter__(self):
+        st = self.st
+        for r in self.reqs:
+            yield view(r, st)
+
+    def __len__(self):
+        return len(self.reqs)
+
+    def __bool__(self):
+        return bool(self.reqs)
+
+
+def make_adder_class(base, add_req_result):
+    class HFXPrefillAdder(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            st = STATE
+            self._hfx_allow: dict = {}
+            if st is None or getattr(st, "scheduler", None) is None:
+                self._hfx_allow = None  # not our walk (e.g. a warm-up): behave like SGLang
+                return
+            with timed(st, "plan"):
+                self._hfx_plan(st, st.scheduler)
+
+        def _hfx_plan(self, st: PluginState, sched) -> None:
+            now = time.perf_counter()
+            running = []
+            for r in (self.running_batch.reqs if self.running_batch is not None else ()):
+                v = view(r, st)
+                if v.first_token_time is None and r.output_ids:
+                    v.first_token_time = now
+                running.append(v)
+            chunked = view(sched.chunked_req, st) if sched.chunked_req is not None else None
+            kv_free = self.token_to_kv_pool_allocator.available_size() + self.tree_cache.evictable_size()
+            mode = {"prefill": "prefill", "decode": "decode"}.get(str(st.mode).lower().split(".")[-1], "collocated")
+            snap = EngineSnapshot(now, _Views(sched.waiting_queue, st), running, kv_free, st.perf, chunked,
+                                  self.new_token_ratio, mode)
+            plan = st.policy.plan(snap)
+            st.last_plan_reason = plan.reason
+            self._hfx_allow = {item.rid: item.tokens for item in plan.prefill}
+            if plan.verdicts:
+                self._hfx_verdicts(st, sched, plan.verdicts)
+
+        def _hfx_verdicts(self, st, sched, verdicts) -> None:
+            by_rid = {v.rid: v for v in verdicts}
+            for r in sched.waiting_queue:
+                v = by_rid.get(r.rid)
+                if v is None:
+                    continue
+                if v.action == "reject":
+                    st.rejected += 1
+                    r.set_finish_with_abort(f"SLO cannot be met: {v.reason}", HTTPStatus.TOO_MANY_REQUESTS,
+                                            "SLOInfeasibleError")
+                    self._hfx_allow[r.rid] = None  # one-token abort pass-through
+                else:
+                    st.demoted += 1
+                    view(r, st).best_effort = True
+            key, perf = st.policy.key, st.perf
+            sched.waiting_queue.sort(key=lambda r: key(view(r, st), perf))  # demoted ones go to the back
+
+        def _hfx_with_cap(self, tokens, call):
+            saved = self.rem_chunk_tokens
+            if tokens is None or saved is None or tokens >= saved:
+                return call()
+            self.rem_chunk_tokens = tokens
+            try:
+                return call()
+            finally:
+                self.rem_chunk_tokens += saved - tokens
+
+        def add_chunked_req(self, req):
+            if self._hfx_allow is None:
+                return super().add_chunked_req(req)
+            tokens = self._hfx_allow.get(req.rid) or MIN_CHUNK_TOKENS  # never strand a chunked request
+            return self._hfx_with_cap(tokens, lambda: super(HFXPrefillAdder, self).add_chunked_req(req))
+
+        def add_one_req(self, req, *args, **kwargs):
+            if self._hfx_allow is None:
+                return super().add_one_req(req, *args, **kwargs)
+            if req.rid not in self._hfx_allow:
+                return add_req_result.OTHER
+            return self._hfx_with_cap(self._hfx_allow[req.rid],
+                                      lambda: super(HFXPrefillAdder, self).add_one_req(req, *args, **kwargs))
+
+    return HFXPrefillAdder
+
+
+# ---- retraction ----------------------------------------------------------------
+def retraction_order(reqs):
+    """SGLang wants indices most-preferred-to-keep first; the policy gives victims first."""
+    st = STATE
+    with timed(st, "retraction"):
+        views = [view(r, st) for r in reqs]
+        index = {id(v): i for i, v in enumerate(views)}
+        victims_first = st.policy.retraction_order(views, time.perf_counter())
+        return [index[id(v)] for v in reversed(victims_first)]
+
+
+# ---- calibration -----------------------------------------------------------------
+def composition(batch) -> tuple:
+    """(prefill tokens, query-key pairs, prefill seqs, decode reqs, decode KV tokens) of a batch."""
+    mode = batch.forward_mode
+    pre_tokens = pairs = pre_seqs = dec = dec_kv = 0
+    if mode is not None and (mode.is_extend() or mode.is_mixed()):
+        lens = batch.extend_lens or []
+        prefixes = batch.prefix_lens or [0] * len(lens)
+        for n, p in zip(lens, prefixes):
+            if n == 1 and mode.is_mixed():
+                dec += 1
+                dec_kv += p + 1
+            else:
+                pre_tokens += n
+                pairs += attn_pairs(n, p)
+                pre_seqs += 1
+    elif mode is not None and mode.is_decode():
+        for r in batch.reqs:
+            dec += 1
+            dec_kv += len(r.origin_input_ids) + len(r.output_ids)
+    return (pre_tokens, pairs, pre_seqs, dec, dec_kv)
+
+
+def run_batch(original, self, batch, *args, **kwargs):
+    st = state_for(self)
+    with timed(st, "run_batch"):
+        comp = composition(batch)
+        if comp[0] or comp[3]:
+            st.iteration_started(time.perf_counter(), comp)
+    return original(self, batch, *args, **kwargs)
+
+
+# ---- /server_info ------------------------------------------------------------------
+def get_internal_state(result, *args, **kwargs):
+    st = STATE
+    try:
+        result.internal_state["hfx"] = st.report() if st is not None else {"enabled": True, "scheduler": "not started"}
+    except Exception as e:  # reporting must never break /server_info
+        log.warning("hyperflexis: cannot report state: %s", e)
+    return result

@@ -1,0 +1,123 @@
+"""Per-scheduler-process plugin state: the core policy, the live performance model, counters.
+
+Calibration: every engine iteration's composition (prefill tokens, query-key
+pairs, sequences, decode requests, decode KV tokens) and its duration (the
+time between consecutive batch launches, which includes scheduling, so it
+is the real period a request waits) are recorded; every ``fit_every``
+iterations the core's least-squares ``fit`` replaces the model the policy
+uses. Hook overhead is measured around every hook and reported as a
+fraction of iteration time.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from dataclasses import replace
+
+from ..core.perf_model import PerfModel, PerfModelError, Sample, fit, preset, relative_error
+from ..core.scheduling import SchedulerConfig, make_scheduler
+from ..core.slo import SLOCatalog
+from .config import PluginConfig
+
+log = logging.getLogger("hyperflexis_sglang")
+
+# Starting point before the first fit: a small model on a slow device (iterations of a few ms).
+GENERIC = PerfModel(base=3e-3, per_prefill_token=2e-5, per_attn_pair=1e-9, per_prefill_seq=1e-4,
+                    per_decode_req=1e-4, per_kv_token=1e-7, kv_capacity_tokens=4096, name="generic")
+MAX_ITERATION_S = 30.0  # gaps longer than this are idle time, not an iteration
+
+
+class PluginState:
+    def __init__(self, cfg: PluginConfig, server_args, kv_capacity: int, max_running: int):
+        self.cfg = cfg
+        self.catalog = SLOCatalog.from_file(cfg.slo_classes) if cfg.slo_classes else SLOCatalog()
+        self.mode = getattr(server_args, "disaggregation_mode", "null") or "null"
+        mixed = bool(getattr(server_args, "enable_mixed_chunk", False))
+        chunk = getattr(server_args, "chunked_prefill_size", None)
+        self.sched_cfg = SchedulerConfig(
+            chunk_size=chunk if chunk and chunk > 0 else 1 << 30,
+            max_prefill_tokens=getattr(server_args, "max_prefill_tokens", 16384),
+            max_running=max_running, mixed=mixed, page_size=getattr(server_args, "page_size", 1) or 1,
+            extra=dict(cfg.extra))
+        self.policy = make_scheduler(cfg.policy, **{k: getattr(self.sched_cfg, k) for k in
+                                                    ("chunk_size", "max_prefill_tokens", "max_running", "mixed",
+                                                     "page_size", "extra")})
+        if cfg.perf_model == "fit":
+            self.perf = replace(GENERIC, kv_capacity_tokens=kv_capacity)
+        else:
+            try:
+                model, gpu, tp = cfg.perf_model.split("/")
+                self.perf = replace(preset(model, gpu, int(tp)), kv_capacity_tokens=kv_capacity)
+            except (ValueError, PerfModelError) as e:
+                raise ValueError(f"HFX_PERF_MODEL={cfg.perf_model!r}: {e}") from None
+        self.samples: collections.deque[Sample] = collections.deque(maxlen=4096)
+        self.fit_error: float | None = None
+        self.fits = 0
+        self.fired: collections.Counter = collections.Counter()
+        self.hook_s = 0.0
+        self.iter_s = 0.0
+        self.iterations = 0
+        self.rejected = 0
+        self.demoted = 0
+        self.invalid = 0
+        self._last: tuple[float, tuple] | None = None
+        self.last_plan_reason = ""
+
+    # ---- calibration ---------------------------------------------------
+    def iteration_started(self, now: float, composition: tuple) -> None:
+        """A batch is launched now; the previous one took ``now - its start``."""
+        if self._last is not None:
+            start, comp = self._last
+            dt = now - start
+            if 0 < dt < MAX_ITERATION_S:
+                self.samples.append(Sample(*comp, seconds=dt))
+                self.iter_s += dt
+                self.iterations += 1
+                if self.cfg.perf_model == "fit" and self.iterations % self.cfg.fit_every == 0:
+                    self._refit()
+        self._last = (now, composition)
+
+    def idle(self) -> None:
+        self._last = None
+
+    def _refit(self) -> None:
+        try:
+            model = fit(list(self.samples), self.perf)
+        except PerfModelError:
+            return
+        self.perf = replace(model, name="fitted")
+        self.fit_error = relative_error(self.perf, self.samples)
+        self.fits += 1
+
+    # ---- reporting -----------------------------------------------------
+    def report(self) -> dict:
+        return {
+            "enabled": True, "policy": self.cfg.policy, "mode": self.mode, "mixed_chunk": self.sched_cfg.mixed,
+            "hooks_fired": dict(self.fired),
+            "hook_overhead": (self.hook_s / self.iter_s) if self.iter_s else None,
+            "iterations": self.iterations, "rejected": self.rejected, "demoted": self.demoted,
+            "invalid_slo": self.invalid,
+            "perf_model": self.perf.to_dict(), "fits": self.fits, "fit_median_rel_error": self.fit_error,
+            "samples": len(self.samples), "last_plan_reason": self.last_plan_reason,
+            "slo_classes": {k: vars(v) for k, v in self.catalog.classes.items()},
+        }
+
+
+class timed:
+    """Context manager adding its duration to ``state.hook_s`` and counting ``name``."""
+
+    __slots__ = ("state", "name", "t0")
+
+    def __init__(self, state: PluginState, name: str):
+        self.state, self.name = state, name
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.state.hook_s += time.perf_counter() - self.t0
+        self.state.fired[self.name] += 1
+        return False
