@@ -48,6 +48,7 @@ TARGETS = {
     "adder": "sglang.srt.managers.scheduler.Scheduler.get_prefill_adder_class",
     "retraction": "sglang.srt.managers.schedule_batch.ScheduleBatch._get_decode_retraction_order",
     "run_batch": "sglang.srt.managers.scheduler.Scheduler.run_batch",
+    "idle": "sglang.srt.managers.scheduler.Scheduler.on_idle",
     "server_info": "sglang.srt.managers.scheduler_components.internal_state."
                    "SchedulerInternalStateController.get_internal_state",
 }
@@ -168,7 +169,7 @@ def make_adder_class(base, add_req_result):
             plan = st.policy.plan(snap)
             st.last_plan_reason = plan.reason
             self._hfx_allow = {item.rid: item.tokens for item in plan.prefill}
-            if plan.verdicts:
+            if plan.verdicts and st.model_trusted():
                 self._hfx_verdicts(st, sched, plan.verdicts)
 
         def _hfx_verdicts(self, st, sched, verdicts) -> None:
@@ -256,6 +257,13 @@ def run_batch(original, self, batch, *args, **kwargs):
         if comp[0] or comp[3]:
             st.iteration_started(time.perf_counter(), comp)
     return original(self, batch, *args, **kwargs)
+
+
+def on_idle(self, *args, **kwargs):
+    """No batch this loop turn: the next launch does not end an iteration (BEFORE hook)."""
+    st = STATE
+    if st is not None:
+        st.idle()
 
 
 # ---- /server_info ------------------------------------------------------------------

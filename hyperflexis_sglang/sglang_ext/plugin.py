@@ -40,6 +40,7 @@ def register() -> None:
         ("adder", lambda self: adder, HookType.REPLACE),
         ("retraction", hooks.retraction_order, HookType.REPLACE),
         ("run_batch", hooks.run_batch, HookType.AROUND),
+        ("idle", hooks.on_idle, HookType.BEFORE),
         ("server_info", hooks.get_internal_state, HookType.AFTER),
     ]
     for name, fn, kind in table:

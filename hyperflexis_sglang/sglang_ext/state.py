@@ -27,6 +27,7 @@ log = logging.getLogger("hyperflexis_sglang")
 GENERIC = PerfModel(base=3e-3, per_prefill_token=2e-5, per_attn_pair=1e-9, per_prefill_seq=1e-4,
                     per_decode_req=1e-4, per_kv_token=1e-7, kv_capacity_tokens=4096, name="generic")
 MAX_ITERATION_S = 30.0  # gaps longer than this are idle time, not an iteration
+TRUSTED_FIT_ERROR = 0.25  # median relative error under which verdicts (reject/demote) are applied
 
 
 class PluginState:
@@ -75,12 +76,19 @@ class PluginState:
                 self.samples.append(Sample(*comp, seconds=dt))
                 self.iter_s += dt
                 self.iterations += 1
-                if self.cfg.perf_model == "fit" and self.iterations % self.cfg.fit_every == 0:
+                n = self.iterations
+                if self.cfg.perf_model == "fit" and (n in (8, 16, 32) or n % self.cfg.fit_every == 0):
                     self._refit()
         self._last = (now, composition)
 
     def idle(self) -> None:
         self._last = None
+
+    def model_trusted(self) -> bool:
+        """Reject/demote only on a model that predicts this engine well (a preset, or a good fit)."""
+        if self.cfg.perf_model != "fit":
+            return True
+        return self.fit_error is not None and self.fit_error <= TRUSTED_FIT_ERROR
 
     def _refit(self) -> None:
         try:
@@ -100,7 +108,8 @@ class PluginState:
             "iterations": self.iterations, "rejected": self.rejected, "demoted": self.demoted,
             "invalid_slo": self.invalid,
             "perf_model": self.perf.to_dict(), "fits": self.fits, "fit_median_rel_error": self.fit_error,
-            "samples": len(self.samples), "last_plan_reason": self.last_plan_reason,
+            "samples": len(self.samples), "model_trusted": self.model_trusted(),
+            "last_plan_reason": self.last_plan_reason,
             "slo_classes": {k: vars(v) for k, v in self.catalog.classes.items()},
         }
 

@@ -1,0 +1,1 @@
+"""Helpers to run real SGLang servers in tests, benchmarks and the launcher."""

@@ -1,0 +1,129 @@
+"""The HFX plugin inside real SGLang servers (CPU, tiny model): identity, hooks, SLO input, SLO order."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from hyperflexis_sglang.testing.classes import CPU_CLASSES
+from hyperflexis_sglang.testing.client import stream_generate
+
+pytestmark = pytest.mark.integration
+
+PROMPTS = ["Hello world", "The quick brown fox jumps over the lazy dog", "SGLang serves models", "a b c d e f"]
+
+
+def greedy(server, text, n=12, **sampling):
+    status, out = server.post("/generate", {"text": text, "sampling_params": {"max_new_tokens": n,
+                                                                             "temperature": 0, **sampling}})
+    assert status == 200, out
+    return out["output_ids"]
+
+
+def test_greedy_outputs_identical_with_plugin_off_and_on(servers):
+    stock, hfx = servers
+    for p in PROMPTS:
+        assert greedy(stock, p) == greedy(hfx, p, custom_params={"slo": {"class": "interactive"}})
+
+
+def test_hooks_fired_in_scheduler_process(servers):
+    stock, hfx = servers
+    greedy(hfx, "warm up")
+    state = hfx.hfx_state()
+    assert state and state["enabled"] and state["policy"] == "hfx"
+    for hook in ("enqueue", "order", "plan", "run_batch"):
+        assert state["hooks_fired"].get(hook, 0) > 0, state["hooks_fired"]
+    assert state["iterations"] > 0 and state["mixed_chunk"] is True
+    assert stock.hfx_state() is None  # installing the package alone changes nothing
+
+
+@pytest.mark.parametrize("sampling_extra, needle", [
+    ({"custom_params": {"slo": {"ttft_ms": -5}}}, "ttft_ms"),
+    ({"custom_params": {"slo": {"class": "no-such-class"}}}, "unknown SLO class"),
+    ({"custom_params": {"slo": {"tpot_ms": "fast"}}}, "tpot_ms"),
+    ({"custom_params": {"slo": "interactive"}}, "must be a JSON object"),
+    ({"custom_params": {"slo": {"ttft_ms": 1e12}}}, "over one hour"),
+    ({"custom_params": {"slo": {"speed": 3}}}, "unknown SLO field"),
+])
+def test_invalid_slo_is_400_and_server_keeps_serving(servers, sampling_extra, needle):
+    _, hfx = servers
+    status, out = hfx.post("/generate", {"text": "hi", "sampling_params": {"max_new_tokens": 4, **sampling_extra}})
+    assert status == 400, out
+    assert needle in str(out)
+    assert len(greedy(hfx, "still serving", n=4)) == 4
+
+
+def test_openai_endpoints_take_custom_params_slo(servers):
+    _, hfx = servers
+    status, out = hfx.post("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                                                    "max_tokens": 4, "custom_params": {"slo": {"class": "nope"}}})
+    assert status == 400 and out["object"] == "error" and "unknown SLO class" in out["message"]
+    status, out = hfx.post("/v1/completions", {"model": "m", "prompt": "hi", "max_tokens": 4, "temperature": 0,
+                                               "custom_params": {"slo": {"class": "batch", "tpot_ms": 150}},
+                                               "priority": 3})
+    assert status == 200 and out["choices"][0]["finish_reason"] == "length"
+
+
+def burst(server, loose: int, tight: int, gap_s: float, prompt_words: int, out_tokens: int):
+    """Send ``loose`` batch-class requests at once, then ``tight`` interactive ones ``gap_s`` later."""
+    results: dict[str, list] = {"batch": [], "interactive": []}
+    lock = threading.Lock()
+
+    def one(cls, i):
+        text = " ".join(f"w{(i * 7 + k) % 97}" for k in range(prompt_words))
+        t = stream_generate(server.url, {"text": text, "sampling_params": {
+            "max_new_tokens": out_tokens, "temperature": 0, "ignore_eos": True,
+            "custom_params": {"slo": {"class": cls}}}})
+        with lock:
+            results[cls].append(t)
+
+    threads = [threading.Thread(target=one, args=("batch", i)) for i in range(loose)]
+    for th in threads:
+        th.start()
+    time.sleep(gap_s)
+    late = [threading.Thread(target=one, args=("interactive", i)) for i in range(tight)]
+    for th in late:
+        th.start()
+    for th in threads + late:
+        th.join(300)
+    return results
+
+
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    return xs[len(xs) // 2] if xs else float("inf")
+
+
+def attainment(ts, cls) -> float:
+    """Share of requests meeting the CPU-scaled class targets (rejected = miss)."""
+    spec = CPU_CLASSES["classes"][cls]
+    ok = sum(1 for t in ts if not t.error and t.ttft is not None and t.ttft * 1e3 <= spec["ttft_ms"]
+             and (t.tpot or 0) * 1e3 <= spec["tpot_ms"])
+    return ok / len(ts)
+
+
+def test_tight_class_overtakes_loose_requests_sent_earlier(servers):
+    """Overload: loose requests first, tight ones 0.3 s later. HFX serves the tight ones first."""
+    stock, hfx = servers
+    runs = {name: burst(s, loose=32, tight=6, gap_s=0.3, prompt_words=100, out_tokens=32)
+            for name, s in (("stock", stock), ("hfx", hfx))}
+    ttft = {name: {cls: median([t.ttft for t in ts if not t.error]) for cls, ts in r.items()}
+            for name, r in runs.items()}
+    att = {name: {cls: attainment(ts, cls) for cls, ts in r.items()} for name, r in runs.items()}
+    tpot = {name: {cls: median([t.tpot for t in ts if not t.error]) for cls, ts in r.items()}
+            for name, r in runs.items()}
+    print("median TTFT (s):", ttft, "median TPOT (s):", tpot, "attainment:", att,
+          "hfx state:", {k: v for k, v in hfx.hfx_state().items() if k in ("fits", "rejected", "demoted",
+                                                                        "fit_median_rel_error", "hook_overhead")})
+    for name, r in runs.items():
+        bad = [(t.status, t.error[:120]) for ts in r.values() for t in ts
+               if t.status != 200 or (t.error and "SLO cannot be met" not in t.error)]
+        assert not bad, (name, bad[:3])  # the only acceptable failure is an early SLO rejection with its reason
+    assert not any(t.error for ts in runs["stock"].values() for t in ts)
+    assert ttft["hfx"]["interactive"] < ttft["hfx"]["batch"]
+    assert ttft["hfx"]["interactive"] < ttft["stock"]["interactive"]
+    for cls in ("interactive", "batch"):
+        assert att["hfx"][cls] >= att["stock"][cls], (cls, att)
+    assert att["hfx"]["interactive"] > att["stock"]["interactive"], att
