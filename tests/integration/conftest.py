@@ -15,7 +15,7 @@ pytest.importorskip("sglang", reason="SGLang is not installed: run `bash scripts
 
 from hyperflexis_sglang.sglang_ext.tiny_model import ensure_tiny_model  # noqa: E402
 from hyperflexis_sglang.testing.classes import CPU_CLASSES  # noqa: E402
-from hyperflexis_sglang.testing.servers import SGLangServer  # noqa: E402
+from hyperflexis_sglang.controller.local import SGLangServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Start and stop real SGLang servers (CPU, tiny model) as child processes.
+"""Local provisioner: start and stop real SGLang servers (CPU tiny model or GPU) as child processes.
 
 Each server runs in its own session (process group) so that stopping it by
 its PID also stops the scheduler/detokenizer processes SGLang spawns. Ports

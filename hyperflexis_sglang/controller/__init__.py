@@ -1,0 +1,1 @@
+"""Scaling controller and provisioners (local SGLang processes)."""

@@ -1,0 +1,1 @@
+"""SGLang integration: plugin entry points, hooks, CPU platform, test model builder."""
