@@ -34,7 +34,7 @@ class ServerError(RuntimeError):
 
 class SGLangServer:
     def __init__(self, model: str | Path, hfx: bool = False, extra_args: list[str] | None = None,
-                 env: dict | None = None, port: int | None = None, name: str = "sglang"):
+                 env: dict | None = None, port: int | None = None, name: str = "sglang", cpu: bool = True):
         self.model = str(model)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -42,11 +42,12 @@ class SGLangServer:
         self.args = list(extra_args or [])
         self.env = dict(env or {})
         self.name = name
+        self.cpu = cpu  # add the CPU flags (torch-native attention, small KV pool)
         self.proc: subprocess.Popen | None = None
         self.log_path = Path(tempfile.mkstemp(prefix=f"hfx-{name}-", suffix=".log")[1])
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "sglang.launch_server", "--model-path", self.model, *CPU_ARGS,
+        return [sys.executable, "-m", "sglang.launch_server", "--model-path", self.model, *(CPU_ARGS if self.cpu else []),
                 "--host", "127.0.0.1", "--port", str(self.port), *self.args]
 
     def start(self, timeout: float = 240.0) -> "SGLangServer":
