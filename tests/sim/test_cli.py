@@ -84,10 +84,13 @@ def test_run_with_slo_classes_file(trace, tmp_path):
     assert set(json.loads(out.read_text())["slo_attainment"]) == {"overall", "gold", "batch"}
 
 
-@pytest.mark.skipif(not Path("/work/shared/traces/azure_conv_2023.csv").is_file(), reason="real trace missing")
+AZURE = Path(__file__).resolve().parents[2].parent / "shared" / "traces" / "azure_conv_2023.csv"
+
+
+@pytest.mark.skipif(not AZURE.is_file(), reason="real trace missing (shared/ beside the clone)")
 def test_run_on_real_trace_with_limit(tmp_path):
     out = tmp_path / "azure.json"
-    assert main(["run", "--trace", "/work/shared/traces/azure_conv_2023.csv", "--limit", "200", "--replicas", "1",
+    assert main(["run", "--trace", str(AZURE), "--limit", "200", "--replicas", "1",
                  "--json", str(out)]) == 0
     d = json.loads(out.read_text())
     check_summary(d)

@@ -13,7 +13,7 @@ from hyperflexis_sglang.core.slo import DEFAULT_CLASSES, SLOCatalog
 from hyperflexis_sglang.sim.workload import (DEFAULT_MIX, TraceError, TraceRow, build, load_trace, parse_mix,
                                              synthetic)
 
-TRACES = Path("/work/shared/traces")
+TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "traces"  # shared/ sits beside the clone
 AZURE_REAL = TRACES / "azure_conv_2023.csv"
 MOONCAKE_REAL = TRACES / "mooncake_conversation.jsonl"
 AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
