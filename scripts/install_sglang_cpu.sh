@@ -159,7 +159,7 @@ step_pip() {  # $1 = deps | nodeps
 step_verify() {
   if [[ $CHANGED == 0 && $CHECK_ONLY == 0 ]]; then log "verify: skipped (nothing installed)"; return 0; fi
   local t; t=$(now)
-  (cd /tmp && HFX_MODULES="$VERIFY_MODULES" "$PY" - <<'EOF'
+  (cd /tmp && PYTHONWARNINGS=ignore HFX_MODULES="$VERIFY_MODULES" "$PY" - <<'EOF'
 import importlib, os
 for mod in os.environ["HFX_MODULES"].split():
     importlib.import_module(mod)
