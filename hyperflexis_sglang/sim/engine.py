@@ -101,7 +101,9 @@ class Replica:
         self.chunked: SimRequest | None = None
         self.kv_used = 0
         self.running_kv = 0
-        self.waiting_tokens = 0
+        self.queued_tokens = 0  # prefill tokens of requests in the waiting list
+        self.queued_by_priority: dict[int, int] = {}  # the same, per SLO priority (best effort: -1)
+        self.inflight_tokens = 0  # prefill tokens of the iteration now running
         self.tpot_counts: dict[float, int] = {}
         self.cache: OrderedDict = OrderedDict()
         self.cache_blocks = max(self.capacity // BLOCK_TOKENS, 1)
@@ -120,6 +122,19 @@ class Replica:
     @property
     def num_running(self) -> int:
         return len(self.running)
+
+    @property
+    def waiting_tokens(self) -> int:
+        """Prefill work not yet done: queued, in flight, and the chunked request's remainder."""
+        chunked = self.chunked
+        rest = chunked.input_len + chunked.output_len - chunked.cached_len if chunked is not None else 0
+        return self.queued_tokens + self.inflight_tokens + rest
+
+    def tokens_ahead(self, priority: int) -> int:
+        """Prefill work a new request of ``priority`` waits for under a priority-aware policy."""
+        chunked = self.chunked
+        rest = chunked.input_len + chunked.output_len - chunked.cached_len if chunked is not None else 0
+        return self.inflight_tokens + rest + sum(t for p, t in self.queued_by_priority.items() if p >= priority)
 
     @property
     def kv_free(self) -> int:
@@ -144,13 +159,18 @@ class Replica:
         key = self.policy.decode_key(req, self.perf) if self.role == "decode" else self.policy.key(req, self.perf)
         req.entry = (key, self.seq, req)
         bisect.insort(self.waiting, req.entry)
-        self.waiting_tokens += req.input_len + req.output_len - req.cached_len
+        todo = req.input_len + req.output_len - req.cached_len
+        self.queued_tokens += todo
+        prio = -1 if req.best_effort else req.slo.priority
+        self.queued_by_priority[prio] = self.queued_by_priority.get(prio, 0) + todo
 
     def _remove(self, req: SimRequest) -> None:
         i = bisect.bisect_left(self.waiting, req.entry)
         del self.waiting[i]
         req.entry = None
-        self.waiting_tokens -= req.input_len + req.output_len - req.cached_len
+        todo = req.input_len + req.output_len - req.cached_len
+        self.queued_tokens -= todo
+        self.queued_by_priority[-1 if req.best_effort else req.slo.priority] -= todo
 
     def _cache_hit(self, blocks: tuple) -> int:
         n = 0
@@ -266,6 +286,7 @@ class Replica:
                 self._remove(req)
                 self.kv_used += req.cached_len
             self.kv_used += item.tokens
+            self.inflight_tokens += item.tokens
             out.append((req, item.tokens, req.cached_len, item.completes))
         return out
 
@@ -280,6 +301,7 @@ class Replica:
             self._decode_done(now, decoding)
         for req, n, _, completes in prefill:
             req.cached_len += n
+            self.inflight_tokens -= n
             if not completes:
                 self.chunked = req
                 continue

@@ -8,7 +8,8 @@ exceeds ``cache_threshold``, else the instance with the smallest prefix
 tree). Load = queued + running requests.
 
 ``hfx`` predicts, for every candidate, the request's TTFT (prefill work
-queued ahead at its priority or higher, minus the predicted prefix-cache
+ahead of it: in flight, plus queued work at its priority or higher when the
+instance reports it per priority, else all queued work, minus the predicted prefix-cache
 hit, through the instance's performance model, stretched by the share of
 time the instance spends decoding) and TPOT (decode step time with the
 request added). Among instances predicted to meet both targets it first
@@ -114,7 +115,8 @@ class HFXRouting(RoutingPolicy):
         perf = inst.perf
         hit = min(self.prefix.match(inst.iid, req.prefix_blocks) * req.block_tokens, max(req.input_len - 1, 0))
         own = req.input_len - hit
-        ahead = inst.waiting_tokens
+        ahead_fn = getattr(inst, "tokens_ahead", None)  # priority-aware when the instance can tell
+        ahead = ahead_fn(req.slo.priority) if ahead_fn is not None else inst.waiting_tokens
         td = perf.decode_time(inst.num_running, inst.running_kv) if inst.num_running else 0.0
         decode_share = min(td / inst.min_running_tpot_s, 0.9) if inst.role != "prefill" and td else 0.0
         chunks = 1 + (ahead + own) // 8192
@@ -150,14 +152,16 @@ class HFXRouting(RoutingPolicy):
 
     def pick_decode(self, req, instances, rand):
         require(instances)
-        best, best_t = None, math.inf
+        best, best_key, best_t = None, None, math.inf
+        limit = req.slo.tpot_s * self.opts.get("tpot_safety", 0.9)
         for inst in instances:
             if inst.kv_free < req.input_len + req.max_new_tokens:
                 continue
             t = inst.perf.decode_time(inst.num_running + inst.num_waiting + 1,
                                       inst.running_kv + req.input_len + inst.waiting_tokens)
-            if t < best_t:
-                best, best_t = inst, t
+            key = (t,)  # fastest predicted decode step
+            if best_key is None or key < best_key:
+                best, best_key, best_t = inst, key, t
         if best is None:
             best = max(instances, key=lambda i: i.kv_free)
             return RouteDecision(best.iid, "no decode instance has KV room: most free KV")

@@ -13,7 +13,8 @@ Guarantees, per iteration, given an accurate performance model:
    ``priority_boost_s`` per priority level; best-effort requests come last,
    first come first served. A request is only admitted to the decode batch
    if the predicted decode step stays within ``decode_headroom`` x the
-   tightest TPOT in the batch, so admission never breaks ongoing requests'
+   tightest TPOT in the batch (``tpot_safety`` x on a P/D decode server,
+   which runs no prefill), so admission never breaks ongoing requests'
    TPOT and leaves room for prefill progress.
 3. Priorities across stages. When the head of the queue is urgent (one more
    decode step would make it miss TTFT), running requests of lower priority
@@ -158,7 +159,9 @@ class HFXScheduler(Scheduler):
             tight = min(tight, req.slo.tpot_s)
         if tight == math.inf:
             return True
-        return snap.perf.decode_time(batch_reqs, batch_kv) <= self.headroom * tight
+        # a P/D decode server runs no prefill: its steps may use the whole (planned) TPOT
+        share = self.headroom if snap.mode == "collocated" else 1.0
+        return snap.perf.decode_time(batch_reqs, batch_kv) <= share * tight
 
     def _tightest_tpot(self, snap: EngineSnapshot) -> float:
         if self._tight_snap is not snap:  # identity, not id(): a freed snapshot's address is reused
