@@ -1,0 +1,145 @@
+"""Live CPU benchmark: stock SGLang vs SGLang with the HFX plugin, same request stream.
+
+Both servers serve the generated tiny model on the CPU. The stream is
+open-loop: the first ``--requests`` rows of the Azure 2023 conversation
+trace, arrival times compressed by ``--rate-scale``, prompt and output
+lengths scaled down by ``--len-scale`` (CPU-sized), SLO classes drawn from
+the mix with the CPU-scaled targets of ``hyperflexis_sglang/testing/classes.py``
+(seed 0). Each request streams from ``/generate``; TTFT and TPOT are measured
+by the client. The servers run one at a time (the other idle) so they do not
+share the 2 cores. Writes ``bench/results/live_cpu.{md,json}``.
+
+    python bench/live/run.py [--requests 80] [--rate-scale 8] [--len-scale 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from hyperflexis_sglang.controller.local import SGLangServer  # noqa: E402
+from hyperflexis_sglang.core.slo import SLOCatalog  # noqa: E402
+from hyperflexis_sglang.sglang_ext.tiny_model import ensure_tiny_model  # noqa: E402
+from hyperflexis_sglang.sim.cli import write_atomic  # noqa: E402
+from hyperflexis_sglang.sim.metrics import percentile  # noqa: E402
+from hyperflexis_sglang.sim.workload import build, load_trace  # noqa: E402
+from hyperflexis_sglang.testing.classes import CPU_CLASSES  # noqa: E402
+from hyperflexis_sglang.testing.client import stream_generate  # noqa: E402
+
+
+def stream(rows, args) -> list[dict]:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(CPU_CLASSES, f)
+    catalog = SLOCatalog.from_file(f.name)
+    wl = build(rows, args.mix, seed=0, rate_scale=args.rate_scale, catalog=catalog)
+    out = []
+    for i in range(len(wl)):
+        words = max(4, min(400, wl.input_lens[i] // args.len_scale))
+        out.append({"t": wl.arrivals[i], "cls": wl.slos[i].cls, "slo": wl.slos[i], "words": words,
+                    "out": max(2, min(64, wl.output_lens[i] // args.len_scale))})
+    return out
+
+
+def replay(server: SGLangServer, reqs: list[dict]) -> list[dict]:
+    results: list[dict] = [None] * len(reqs)  # type: ignore[list-item]
+    t0 = time.perf_counter() + 0.5
+
+    def one(i, r):
+        delay = t0 + r["t"] - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        text = " ".join(f"w{(i * 13 + k) % 211}" for k in range(r["words"]))
+        t = stream_generate(server.url, {"text": text, "sampling_params": {
+            "max_new_tokens": r["out"], "temperature": 0, "ignore_eos": True,
+            "custom_params": {"slo": {"class": r["cls"]}}}})
+        slo = r["slo"]
+        ok = (not t.error and t.ttft is not None and t.ttft <= slo.ttft_s and (t.tpot or 0.0) <= slo.tpot_s)
+        results[i] = {"cls": r["cls"], "ttft": t.ttft, "tpot": t.tpot, "met": ok, "error": t.error[:120],
+                      "status": t.status}
+
+    threads = [threading.Thread(target=one, args=(i, r)) for i, r in enumerate(reqs)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(900)
+    return results
+
+
+def summarize(results: list[dict]) -> dict:
+    out = {}
+    for cls in ["overall", *sorted({r["cls"] for r in results})]:
+        rs = [r for r in results if cls == "overall" or r["cls"] == cls]
+        ttft = [r["ttft"] for r in rs if r["ttft"] is not None and not r["error"]]
+        tpot = [r["tpot"] for r in rs if r["tpot"] is not None and not r["error"]]
+        out[cls] = {"n": len(rs), "attainment": sum(r["met"] for r in rs) / len(rs),
+                    "ttft_p50": percentile(ttft, 50), "ttft_p99": percentile(ttft, 99),
+                    "tpot_p50": percentile(tpot, 50), "tpot_p99": percentile(tpot, 99),
+                    "rejected": sum(1 for r in rs if r["error"])}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--traces-dir", default=str(ROOT.parent / "shared" / "traces"))
+    ap.add_argument("--requests", type=int, default=80)
+    ap.add_argument("--rate-scale", type=float, default=8.0)
+    ap.add_argument("--len-scale", type=int, default=8)
+    ap.add_argument("--mix", default="interactive:0.2,standard:0.5,batch:0.3")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = ap.parse_args()
+    rows = load_trace(Path(args.traces_dir) / "azure_conv_2023.csv", args.requests)
+    reqs = stream(rows, args)
+    model = ensure_tiny_model()
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(CPU_CLASSES, f)
+    runs, overhead = {}, None
+    for name, hfx in (("stock", False), ("hfx", True)):
+        server = SGLangServer(model, hfx=hfx, extra_args=["--enable-mixed-chunk"] if hfx else [],
+                              env={"HFX_SLO_CLASSES": f.name}, name=name)
+        try:
+            server.start()
+            replay(server, reqs[:4])  # warm-up (and a first calibration) outside the measurement
+            runs[name] = summarize(replay(server, reqs))
+            if hfx:
+                st = server.hfx_state()
+                overhead = {k: st.get(k) for k in ("hook_overhead", "iterations", "fits", "fit_median_rel_error",
+                                                   "rejected", "demoted")}
+        finally:
+            server.stop()
+    md = [f"# Live CPU benchmark: stock SGLang vs HFX plugin\n",
+          f"Produced by `python bench/live/run.py --requests {args.requests} --rate-scale {args.rate_scale:g} "
+          f"--len-scale {args.len_scale}` on a 2-core CPU machine, tiny generated Llama model, "
+          f"SGLang 0.5.23 (HFX with `--enable-mixed-chunk`). Azure 2023 conversation trace, first "
+          f"{args.requests} requests, arrivals x{args.rate_scale:g}, lengths /{args.len_scale}; classes "
+          f"{args.mix} with CPU-scaled targets (`hyperflexis_sglang/testing/classes.py`).\n",
+          "| server | class | n | attainment | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | rejected |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for name, s in runs.items():
+        for cls, v in s.items():
+            md.append(f"| {name} | {cls} | {v['n']} | {v['attainment']:.3f} | {v['ttft_p50']:.2f}s | "
+                      f"{v['ttft_p99']:.2f}s | {v['tpot_p50'] * 1e3:.0f}ms | {v['tpot_p99'] * 1e3:.0f}ms | "
+                      f"{v['rejected']} |")
+    ratio = (runs["hfx"]["overall"]["attainment"] / runs["stock"]["overall"]["attainment"]
+             if runs["stock"]["overall"]["attainment"] else float("inf"))
+    md += ["", f"Overall attainment HFX / stock: {ratio:.2f}x. Every class HFX >= stock: "
+           f"{all(runs['hfx'][c]['attainment'] >= runs['stock'][c]['attainment'] for c in runs['hfx'])}.",
+           f"HFX scheduler state after the run: {overhead} (hook_overhead = time in HFX hooks / iteration time)."]
+    text = "\n".join(md) + "\n"
+    print(text)
+    write_atomic(str(Path(args.out) / "live_cpu.md"), text.encode())
+    write_atomic(str(Path(args.out) / "live_cpu.json"),
+                 (json.dumps({"args": vars(args), "runs": runs, "hfx_state": overhead}, indent=1, default=str)
+                  + "\n").encode())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
