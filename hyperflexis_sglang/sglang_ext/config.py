@@ -11,6 +11,7 @@ they inherit the environment, so every process sees the same settings.
 | ``HFX_POLICY_EXTRA`` | ``{}`` | JSON object of policy knobs (``SchedulerConfig.extra``) |
 | ``HFX_PERF_MODEL`` | ``fit`` | ``fit``: learn online from this engine; or a preset ``MODEL/GPU/TP`` |
 | ``HFX_FIT_EVERY`` | ``64`` | refit the performance model every N iterations |
+| ``HFX_CPU_PD`` | unset | P/D on a CPU (see ``cpu_pd``): ``1`` applies the fix even with ``HFX_ENABLE=0`` (a stock-scheduling baseline pair), ``0`` never; unset: with ``HFX_ENABLE=1``. Never on a machine with a CUDA device |
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class PluginConfigError(ValueError):
     pass
 
 
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
 class PluginConfig(BaseModel):
     enable: bool = Field(False, description="HFX_ENABLE: turn the plugin on")
     policy: str = Field("hfx", description="HFX_POLICY: scheduling policy name")
@@ -34,6 +39,12 @@ class PluginConfig(BaseModel):
     extra: dict = Field(default_factory=dict, description="HFX_POLICY_EXTRA: policy knobs")
     perf_model: str = Field("fit", description="HFX_PERF_MODEL: 'fit' or MODEL/GPU/TP preset")
     fit_every: int = Field(64, ge=1, description="HFX_FIT_EVERY: iterations between refits")
+    cpu_pd: bool | None = Field(None, description="HFX_CPU_PD: CPU P/D fix (None: follow HFX_ENABLE)")
+
+    @property
+    def cpu_pd_wanted(self) -> bool:
+        """Whether the CPU P/D fix is asked for (it still needs a machine without CUDA)."""
+        return self.enable if self.cpu_pd is None else self.cpu_pd
 
     @field_validator("policy")
     @classmethod
@@ -49,8 +60,10 @@ class PluginConfig(BaseModel):
             extra = json.loads(env.get("HFX_POLICY_EXTRA", "") or "{}")
         except json.JSONDecodeError as e:
             raise PluginConfigError(f"HFX_POLICY_EXTRA is not valid JSON: {e}") from None
+        cpu_pd = env.get("HFX_CPU_PD", "").strip().lower()
         try:
-            return cls(enable=env.get("HFX_ENABLE", "0").strip().lower() in ("1", "true", "yes", "on"),
+            return cls(enable=_truthy(env.get("HFX_ENABLE", "0")),
+                       cpu_pd=None if cpu_pd == "" else _truthy(cpu_pd),
                        policy=env.get("HFX_POLICY", "hfx"), slo_classes=env.get("HFX_SLO_CLASSES") or None,
                        extra=extra, perf_model=env.get("HFX_PERF_MODEL", "fit"),
                        fit_every=int(env.get("HFX_FIT_EVERY", "64")))

@@ -14,6 +14,13 @@ Seams (see the field guide, section 2):
   reason; demote: best effort, back of the queue) and admits exactly the
   planned requests and chunk sizes; an empty plan makes SGLang decode, which
   is the prefill-vs-decode choice;
+* decode admission order (``DecodePreallocQueue.pop_preallocated``, BEFORE;
+  P/D decode servers only): sort the pending queue by the policy's
+  ``decode_key`` before SGLang reserves KV for it in order (SGLang's own
+  priority sort, when enabled, is stable, so this order survives within a
+  priority). The deadlines count from the decode server's own scheduler
+  receive time, which a router that POSTs to both servers at once makes
+  the same instant as the prefill server's, give or take the network;
 * retraction victims (``ScheduleBatch._get_decode_retraction_order``,
   REPLACE): the policy's victim order;
 * calibration (``Scheduler.run_batch``, AROUND): iteration composition and
@@ -49,6 +56,7 @@ TARGETS = {
     "retraction": "sglang.srt.managers.schedule_batch.ScheduleBatch._get_decode_retraction_order",
     "run_batch": "sglang.srt.managers.scheduler.Scheduler.run_batch",
     "idle": "sglang.srt.managers.scheduler.Scheduler.on_idle",
+    "decode_order": "sglang.srt.disaggregation.decode.DecodePreallocQueue.pop_preallocated",
     "server_info": "sglang.srt.managers.scheduler_components.internal_state."
                    "SchedulerInternalStateController.get_internal_state",
 }
@@ -163,9 +171,8 @@ def make_adder_class(base, add_req_result):
                 running.append(v)
             chunked = view(sched.chunked_req, st) if sched.chunked_req is not None else None
             kv_free = self.token_to_kv_pool_allocator.available_size() + self.tree_cache.evictable_size()
-            mode = {"prefill": "prefill", "decode": "decode"}.get(str(st.mode).lower().split(".")[-1], "collocated")
             snap = EngineSnapshot(now, _Views(sched.waiting_queue, st), running, kv_free, st.perf, chunked,
-                                  self.new_token_ratio, mode)
+                                  self.new_token_ratio, st.mode)
             plan = st.policy.plan(snap)
             st.last_plan_reason = plan.reason
             self._hfx_allow = {item.rid: item.tokens for item in plan.prefill}
@@ -214,6 +221,24 @@ def make_adder_class(base, add_req_result):
                                       lambda: super(HFXPrefillAdder, self).add_one_req(req, *args, **kwargs))
 
     return HFXPrefillAdder
+
+
+# ---- P/D decode admission order ---------------------------------------------------
+def decode_prealloc_order(self, *args, **kwargs):
+    """Sort the decode server's pending (pre-allocation) queue by ``decode_key`` (BEFORE hook).
+
+    ``self.queue`` holds ``DecodeRequest`` objects (``.req`` is the SGLang
+    ``Req``); ``pop_preallocated`` then reserves KV walking it in order.
+    Entries are shared with ``self.pending_reqs``, so only the order changes.
+    """
+    queue = getattr(self, "queue", None)
+    if not queue:
+        return None
+    st = state_for(self.scheduler)
+    with timed(st, "decode_order"):
+        key, perf = st.policy.decode_key, st.perf
+        queue.sort(key=lambda d: key(view(d.req, st), perf))
+    return None
 
 
 # ---- retraction ----------------------------------------------------------------

@@ -5,6 +5,10 @@ unless ``HFX_ENABLE=1``: installing the package never changes a stock server.
 When enabled, it registers the hooks of :mod:`hooks` and logs once per
 process what it hooked; the scheduler process reports the hooks that really
 fired under ``internal_states[i]["hfx"]`` of ``/server_info``.
+
+Separately, on a machine without a CUDA device the CPU P/D fix of
+:mod:`cpu_pd` is applied when ``HFX_ENABLE=1`` or ``HFX_CPU_PD=1`` (the
+latter lets a stock-scheduling P/D pair run on a CPU too).
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ def register() -> None:
     except PluginConfigError as e:
         # A plugin failure is only logged by SGLang; fail loudly instead of serving without HFX.
         raise SystemExit(f"hyperflexis: {e}") from None
+    from . import cpu_pd
+    if cpu_pd.wanted(cfg):
+        cpu_pd.apply()
     if not cfg.enable:
         return
     if REGISTERED:
@@ -41,6 +48,7 @@ def register() -> None:
         ("retraction", hooks.retraction_order, HookType.REPLACE),
         ("run_batch", hooks.run_batch, HookType.AROUND),
         ("idle", hooks.on_idle, HookType.BEFORE),
+        ("decode_order", hooks.decode_prealloc_order, HookType.BEFORE),
         ("server_info", hooks.get_internal_state, HookType.AFTER),
     ]
     for name, fn, kind in table:

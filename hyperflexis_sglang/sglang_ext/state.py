@@ -30,11 +30,18 @@ MAX_ITERATION_S = 30.0  # gaps longer than this are idle time, not an iteration
 TRUSTED_FIT_ERROR = 0.25  # median relative error under which verdicts (reject/demote) are applied
 
 
+def engine_mode(disaggregation_mode) -> str:
+    """``--disaggregation-mode`` (a string "null"/"prefill"/"decode" in 0.5.23, or the enum) as the
+    core's engine mode: "prefill", "decode" or "collocated"."""
+    raw = str(getattr(disaggregation_mode, "value", disaggregation_mode) or "null").lower().split(".")[-1]
+    return raw if raw in ("prefill", "decode") else "collocated"
+
+
 class PluginState:
     def __init__(self, cfg: PluginConfig, server_args, kv_capacity: int, max_running: int):
         self.cfg = cfg
         self.catalog = SLOCatalog.from_file(cfg.slo_classes) if cfg.slo_classes else SLOCatalog()
-        self.mode = getattr(server_args, "disaggregation_mode", "null") or "null"
+        self.mode = engine_mode(getattr(server_args, "disaggregation_mode", None))
         mixed = bool(getattr(server_args, "enable_mixed_chunk", False))
         chunk = getattr(server_args, "chunked_prefill_size", None)
         self.sched_cfg = SchedulerConfig(
@@ -101,6 +108,7 @@ class PluginState:
 
     # ---- reporting -----------------------------------------------------
     def report(self) -> dict:
+        from .cpu_pd import APPLIED
         return {
             "enabled": True, "policy": self.cfg.policy, "mode": self.mode, "mixed_chunk": self.sched_cfg.mixed,
             "hooks_fired": dict(self.fired),
@@ -111,6 +119,7 @@ class PluginState:
             "samples": len(self.samples), "model_trusted": self.model_trusted(),
             "last_plan_reason": self.last_plan_reason,
             "slo_classes": {k: vars(v) for k, v in self.catalog.classes.items()},
+            "cpu_pd_fix": list(APPLIED),
         }
 
 

@@ -1,10 +1,16 @@
-"""A small streaming client that measures TTFT and TPOT of one request (SSE from /generate)."""
+"""A small streaming client that measures TTFT and TPOT of one request (SSE from /generate),
+directly or through a P/D pair (what a P/D router does, without the router)."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import random
+import threading
 import time
+import urllib.error
+import urllib.request
+import uuid
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -67,4 +73,45 @@ def stream_generate(url: str, body: dict, timeout: float = 300.0) -> Timing:
             t.error = reason.get("message", "aborted")
     del buf
     conn.close()
+    return t
+
+
+def _post_json(url: str, body: dict, timeout: float) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except OSError as e:
+        return 0, str(e)
+
+
+def pd_generate(prefill_url: str, decode_url: str, bootstrap_port: int, body: dict,
+                bootstrap_host: str = "127.0.0.1", timeout: float = 300.0) -> Timing:
+    """One request through a prefill/decode pair, as a P/D router sends it.
+
+    The same body, with ``bootstrap_host``/``bootstrap_port`` of the prefill
+    server and a random 63-bit ``bootstrap_room``, is POSTed to both servers
+    at once; only the decode request streams, and its timing is returned (the
+    answer is the decode server's). If the prefill server answers with an
+    error (e.g. an SLO rejection), the decode request is aborted and the
+    returned ``Timing`` carries the prefill status and message.
+    """
+    body = {**body, "bootstrap_host": bootstrap_host, "bootstrap_port": bootstrap_port,
+            "bootstrap_room": random.getrandbits(63), "rid": body.get("rid") or uuid.uuid4().hex}
+    prefill: dict = {}
+
+    def send_prefill():
+        status, text = _post_json(prefill_url + "/generate", {**body, "stream": False}, timeout)
+        prefill.update(status=status, text=text)
+        if status != 200:  # the decode side would wait for KV that never comes
+            _post_json(decode_url + "/abort_request", {"rid": body["rid"]}, 30.0)
+
+    th = threading.Thread(target=send_prefill, daemon=True)
+    th.start()
+    t = stream_generate(decode_url, body, timeout=timeout)
+    th.join(timeout)
+    if prefill.get("status", 200) != 200:
+        t.status, t.error = prefill["status"], prefill["text"]
     return t
