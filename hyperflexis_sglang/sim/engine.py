@@ -126,15 +126,16 @@ class Replica:
     @property
     def waiting_tokens(self) -> int:
         """Prefill work not yet done: queued, in flight, and the chunked request's remainder."""
-        chunked = self.chunked
-        rest = chunked.input_len + chunked.output_len - chunked.cached_len if chunked is not None else 0
-        return self.queued_tokens + self.inflight_tokens + rest
+        return self.queued_tokens + self._started_tokens()
 
     def tokens_ahead(self, priority: int) -> int:
         """Prefill work a new request of ``priority`` waits for under a priority-aware policy."""
-        chunked = self.chunked
-        rest = chunked.input_len + chunked.output_len - chunked.cached_len if chunked is not None else 0
-        return self.inflight_tokens + rest + sum(t for p, t in self.queued_by_priority.items() if p >= priority)
+        return self._started_tokens() + sum(t for p, t in self.queued_by_priority.items() if p >= priority)
+
+    def _started_tokens(self) -> int:
+        """Prefill tokens of work already begun: this iteration's and the chunked request's rest."""
+        c = self.chunked
+        return self.inflight_tokens + (c.input_len + c.output_len - c.cached_len if c is not None else 0)
 
     @property
     def kv_free(self) -> int:
