@@ -1,0 +1,64 @@
+"""P/D pieces of the plugin without a server: the CPU P/D fix gate, engine mode, decode admission order."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from hyperflexis_sglang.core.slo import SLOCatalog
+from hyperflexis_sglang.sglang_ext import cpu_pd, hooks
+from hyperflexis_sglang.sglang_ext.config import PluginConfig
+from hyperflexis_sglang.sglang_ext.state import PluginState, engine_mode
+from hyperflexis_sglang.sglang_ext.views import ReqView
+
+
+@pytest.mark.parametrize("env, wanted", [
+    ({}, False),  # a stock server: nothing changes
+    ({"HFX_ENABLE": "1"}, True),
+    ({"HFX_ENABLE": "1", "HFX_CPU_PD": "0"}, False),
+    ({"HFX_CPU_PD": "1"}, True),  # stock-scheduling baseline pair on a CPU
+    ({"HFX_CPU_PD": "0"}, False),
+])
+def test_cpu_pd_asked_for(env, wanted):
+    assert PluginConfig.from_env(env).cpu_pd_wanted is wanted
+
+
+def test_cpu_pd_never_with_cuda(monkeypatch):
+    cfg = PluginConfig.from_env({"HFX_CPU_PD": "1"})
+    monkeypatch.setattr(cpu_pd, "_has_cuda", lambda: True)
+    assert not cpu_pd.wanted(cfg)
+    monkeypatch.setattr(cpu_pd, "_has_cuda", lambda: False)
+    assert cpu_pd.wanted(cfg)
+
+
+@pytest.mark.parametrize("raw, mode", [("null", "collocated"), (None, "collocated"), ("prefill", "prefill"),
+                                       ("decode", "decode"), (SimpleNamespace(value="decode"), "decode"),
+                                       ("DisaggregationMode.PREFILL", "prefill")])
+def test_engine_mode(raw, mode):
+    assert engine_mode(raw) == mode
+
+
+def _req(rid, recv):
+    return SimpleNamespace(rid=rid, origin_input_ids=[1] * 10, output_ids=[], prefix_len=0,
+                           sampling_params=SimpleNamespace(max_new_tokens=8, custom_params=None), priority=None,
+                           time_stats=SimpleNamespace(scheduler_recv_time=recv, wait_queue_entry_time=None))
+
+
+def test_decode_prealloc_queue_sorted_by_decode_key(monkeypatch):
+    catalog = SLOCatalog()  # built-in: interactive 450 ms, standard 2 s, batch 15 s TTFT
+    cfg = PluginConfig(enable=True)
+    st = PluginState(cfg, SimpleNamespace(disaggregation_mode="decode"), 4096, 8)
+    st.catalog = catalog
+    monkeypatch.setattr(hooks, "STATE", st)
+    monkeypatch.setattr(hooks, "CFG", cfg)
+    reqs = []
+    for i, cls in enumerate(["batch", "batch", "standard", "interactive"]):
+        r = _req(f"r{i}", recv=float(i))
+        r._hfx = ReqView(r, catalog.resolve({"class": cls}), float(i))
+        reqs.append(SimpleNamespace(req=r))
+    queue = SimpleNamespace(queue=list(reqs), scheduler=SimpleNamespace())
+    assert hooks.decode_prealloc_order(queue) is None  # BEFORE hook: arguments unchanged
+    assert [d.req.rid for d in queue.queue] == ["r3", "r2", "r0", "r1"]
+    assert st.fired["decode_order"] == 1
+    empty = SimpleNamespace(queue=[], scheduler=SimpleNamespace())
+    hooks.decode_prealloc_order(empty)
+    assert st.fired["decode_order"] == 1  # an empty queue is not counted
