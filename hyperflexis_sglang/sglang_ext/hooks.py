@@ -176,14 +176,20 @@ def make_adder_class(base, add_req_result):
             plan = st.policy.plan(snap)
             st.last_plan_reason = plan.reason
             self._hfx_allow = {item.rid: item.tokens for item in plan.prefill}
-            if plan.verdicts and st.model_trusted():
-                self._hfx_verdicts(st, sched, plan.verdicts)
+            if plan.verdicts:
+                self._hfx_verdicts(st, sched, plan.verdicts, now)
 
-        def _hfx_verdicts(self, st, sched, verdicts) -> None:
+        def _hfx_verdicts(self, st, sched, verdicts, now: float) -> None:
+            """Apply verdicts the engine can stand behind: all of them on a trusted model, otherwise
+            only those of requests whose TTFT deadline has already passed (certain misses)."""
             by_rid = {v.rid: v for v in verdicts}
+            trusted = st.model_trusted()
             for r in sched.waiting_queue:
                 v = by_rid.get(r.rid)
                 if v is None:
+                    continue
+                rv = view(r, st)
+                if not trusted and now <= rv.slo.ttft_deadline(rv.arrival):
                     continue
                 if v.action == "reject":
                     st.rejected += 1

@@ -27,7 +27,8 @@ log = logging.getLogger("hyperflexis_sglang")
 GENERIC = PerfModel(base=3e-3, per_prefill_token=2e-5, per_attn_pair=1e-9, per_prefill_seq=1e-4,
                     per_decode_req=1e-4, per_kv_token=1e-7, kv_capacity_tokens=4096, name="generic")
 MAX_ITERATION_S = 30.0  # gaps longer than this are idle time, not an iteration
-TRUSTED_FIT_ERROR = 0.25  # median relative error under which verdicts (reject/demote) are applied
+TRUSTED_FIT_ERROR = 0.25  # median relative error under which predictive verdicts are applied
+TRUSTED_MIN_SAMPLES = 256  # ... and at least this many measured iterations
 
 
 def engine_mode(disaggregation_mode) -> str:
@@ -92,10 +93,13 @@ class PluginState:
         self._last = None
 
     def model_trusted(self) -> bool:
-        """Reject/demote only on a model that predicts this engine well (a preset, or a good fit)."""
+        """Predictive rejects/demotes only on a model that predicts this engine well: a preset the
+        operator chose, or a fit on enough samples (a fit on a few small warm-up batches
+        extrapolates badly to a loaded engine) with a small median error."""
         if self.cfg.perf_model != "fit":
             return True
-        return self.fit_error is not None and self.fit_error <= TRUSTED_FIT_ERROR
+        return (self.fit_error is not None and self.fit_error <= TRUSTED_FIT_ERROR
+                and self.fits >= 4 and len(self.samples) >= TRUSTED_MIN_SAMPLES)
 
     def _refit(self) -> None:
         try:
