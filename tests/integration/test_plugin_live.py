@@ -107,7 +107,7 @@ def attainment(ts, cls) -> float:
 def test_tight_class_overtakes_loose_requests_sent_earlier(servers):
     """Overload: loose requests first, tight ones 0.3 s later. HFX serves the tight ones first."""
     stock, hfx = servers
-    runs = {name: burst(s, loose=32, tight=6, gap_s=0.3, prompt_words=100, out_tokens=32)
+    runs = {name: burst(s, loose=32, tight=6, gap_s=0.3, prompt_words=100, out_tokens=16)
             for name, s in (("stock", stock), ("hfx", hfx))}
     ttft = {name: {cls: median([t.ttft for t in ts if not t.error]) for cls, ts in r.items()}
             for name, r in runs.items()}
