@@ -127,7 +127,10 @@ install() {
     while IFS= read -r line; do
       if [[ "$line" == CERT=* ]]; then env_=("SSL_CERT_FILE=${line#CERT=}"); else idx+=("$line"); fi
     done < <(pip_index_args)
-    env "${env_[@]}" "$PY" -m uv pip install --python "$PY" --no-cache \
+    # uv installs outside a virtual environment only when told so (CI uses the plain interpreter)
+    local target=()
+    "$PY" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)' || target=(--system)
+    env "${env_[@]}" "$PY" -m uv pip install --python "$PY" "${target[@]}" --no-cache \
       --index-strategy unsafe-best-match "${idx[@]}" "${flags[@]}" "${reqs[@]}"
   else
     [[ "$INSTALLER" == uv ]] && log "uv unavailable; falling back to pip"
