@@ -118,9 +118,14 @@ def calc_priority(original, self, waiting_queue, *args, **kwargs):
     st = STATE
     if st is not None and waiting_queue:
         with timed(st, "order"):
-            key, perf = st.policy.key, st.perf
-            waiting_queue.sort(key=lambda r: key(view(r, st), perf))
+            sort_waiting(waiting_queue, st)
     return result
+
+
+def sort_waiting(queue: list, st: PluginState) -> None:
+    """Sort SGLang's waiting list in place by the policy's queue key."""
+    key, perf = st.policy.key, st.perf
+    queue.sort(key=lambda r: key(view(r, st), perf))
 
 
 def get_new_batch_prefill_raw(original, self, *args, **kwargs):
@@ -199,8 +204,7 @@ def make_adder_class(base, add_req_result):
                 else:
                     st.demoted += 1
                     view(r, st).best_effort = True
-            key, perf = st.policy.key, st.perf
-            sched.waiting_queue.sort(key=lambda r: key(view(r, st), perf))  # demoted ones go to the back
+            sort_waiting(sched.waiting_queue, st)  # demoted ones go to the back
 
         def _hfx_with_cap(self, tokens, call):
             saved = self.rem_chunk_tokens

@@ -96,7 +96,7 @@ class Scheduler:
         cfg, perf, now = self.cfg, snap.perf, snap.now
         running = snap.running
         run_n = len(running)
-        run_kv = snap.running_kv_tokens if snap.running_kv_tokens >= 0 else _context(running)
+        run_kv = _running_kv(snap)
         decode_too = cfg.mixed and run_n > 0 and snap.mode == "collocated"
         budget_s, why = self.prefill_budget(snap, run_kv)
         t = perf.base + (perf.per_decode_req * run_n + perf.per_kv_token * run_kv if decode_too else 0.0)
@@ -197,7 +197,8 @@ class Scheduler:
         """P/D decode server: admit transferred requests into the batch, then decode."""
         running = snap.running
         batch_n = len(running)
-        batch_kv = snap.running_kv_tokens if snap.running_kv_tokens >= 0 else _context(running)
+        batch_kv = _running_kv(snap)
+        admitted_kv = 0  # context of the requests admitted below; their KV leaves the free pool
         free = snap.kv_free_tokens - self.reserved_kv(running, snap.new_token_ratio)
         admit: list[Hashable] = []
         stop = "queue empty"
@@ -217,11 +218,17 @@ class Scheduler:
             free -= need
             batch_n += 1
             batch_kv += ctx
-        after = replace(snap, kv_free_tokens=snap.kv_free_tokens - (batch_kv - (snap.running_kv_tokens if snap.running_kv_tokens >= 0 else _context(running))))
+            admitted_kv += ctx
+        after = replace(snap, kv_free_tokens=snap.kv_free_tokens - admitted_kv)
         retract = self._retract_for_decode(after, set(), len(running)) if running else []
         live = batch_n - len(retract)
         return IterationPlan(admit=tuple(admit), decode=live > 0, retract=tuple(retract), reason=stop,
                              predicted_s=snap.perf.decode_time(live, batch_kv) if live > 0 else 0.0)
+
+
+def _running_kv(snap: EngineSnapshot) -> int:
+    """Context tokens of the running batch: the shell's total when it gives one, else summed."""
+    return snap.running_kv_tokens if snap.running_kv_tokens >= 0 else _context(snap.running)
 
 
 def _context(reqs: Sequence[RequestView]) -> int:
