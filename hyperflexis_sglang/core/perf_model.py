@@ -140,6 +140,21 @@ class PerfModel:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "PerfModel":
+        """Inverse of :meth:`to_dict` (e.g. a model a worker reports); unknown keys are an error."""
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise PerfModelError(f"unknown perf model fields: {', '.join(sorted(unknown))}")
+        try:
+            model = cls(**d)
+        except TypeError as e:
+            raise PerfModelError(f"incomplete perf model: {e}") from None
+        bad = [k for k, v in asdict(model).items() if k != "name" and not (isinstance(v, (int, float)) and v >= 0)]
+        if bad:
+            raise PerfModelError(f"perf model fields must be non-negative numbers: {', '.join(bad)}")
+        return model
+
 
 def attn_pairs(tokens: int, prefix: int) -> float:
     """Causal query-key pairs of a chunk of ``tokens`` queries after ``prefix`` keys."""

@@ -200,3 +200,15 @@ def test_relative_error_is_median_and_skips_zero_durations():
     assert relative_error(P, samples + [Sample(0, 0, 0, 0, 0, 0.0)]) == 0.0
     assert relative_error(P, []) == 0.0
     assert math.isfinite(relative_error(P, [Sample(0, 0, 0, 1, 10, 1e-3)]))
+
+
+def test_from_dict_round_trips_and_rejects_bad_input():
+    from hyperflexis_sglang.core.perf_model import PerfModel, PerfModelError, preset
+    m = preset("llama-3-8b", "h100", 1)
+    assert PerfModel.from_dict(m.to_dict()) == m
+    with pytest.raises(PerfModelError, match="unknown"):
+        PerfModel.from_dict({**m.to_dict(), "bogus": 1})
+    with pytest.raises(PerfModelError, match="incomplete"):
+        PerfModel.from_dict({"base": 0.01})
+    with pytest.raises(PerfModelError, match="non-negative"):
+        PerfModel.from_dict({**m.to_dict(), "base": -1.0})
