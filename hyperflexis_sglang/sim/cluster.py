@@ -23,6 +23,7 @@ from typing import Callable
 from ..core.perf_model import PerfModel
 from ..core.routing import RouteRequest, make_router
 from ..core.scheduling import IterationPlan, make_scheduler
+from .autoscale import AutoscaleConfig, Autoscaler
 from .engine import Replica, SimRequest
 from .workload import Workload
 
@@ -38,6 +39,7 @@ class ClusterConfig:
     seed: int = 0  # seeds routing randomness
     horizon_s: float | None = None  # stop simulating at this time (None: run until all requests end)
     scheduler_overrides: tuple = ()  # (field, value) pairs replacing SchedulerConfig defaults
+    autoscale: AutoscaleConfig | None = None  # autoscaling (sim/autoscale.py); None: a fixed fleet
 
 
 class Cluster:
@@ -54,6 +56,7 @@ class Cluster:
         self.ended: list[SimRequest] = []
         overrides = dict(cfg.scheduler_overrides)
         make = lambda: make_scheduler(cfg.policy, **overrides)  # noqa: E731 (one policy object per replica)
+        self.make_policy, self.true_perf = make, true_perf
         if cfg.pd:
             p, d = cfg.pd
             self.prefill = [Replica(i, "prefill", make(), perf, self, true_perf) for i in range(p)]
@@ -64,6 +67,7 @@ class Cluster:
             self.prefill, self.decode = self.replicas, []
         self.transfer_s = 0.0
         self.plans = 0
+        self.autoscale = Autoscaler(self, cfg.autoscale) if cfg.autoscale else None
 
     # ---- event loop ---------------------------------------------------
     def at(self, t: float, fn: Callable[[float], None]) -> None:
@@ -80,6 +84,8 @@ class Cluster:
         self._workload = workload
         if len(workload):
             self.at(arrivals[0], self._arrive)
+            if self.autoscale:
+                self.autoscale.start(arrivals[0])
         horizon = self.cfg.horizon_s
         events = self.events
         while events:
@@ -103,6 +109,8 @@ class Cluster:
         if self.decode:
             d = self.decode_router.pick_decode(rr, self.decode, self.rng.random())
             req.decode_iid = d.iid
+        if self.autoscale:
+            self.autoscale.arrived(req)
         inst.enqueue(req, now)
 
     def _by_iid(self, iid) -> Replica:
@@ -131,3 +139,5 @@ class Cluster:
         req.ended = True
         req.finish_time = None if req.rejected else now
         self.ended.append(req)
+        if self.autoscale:
+            self.autoscale.ended(req, now)

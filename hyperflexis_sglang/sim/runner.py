@@ -16,7 +16,8 @@ def simulate(workload: Workload, cfg: ClusterConfig, perf: PerfModel, true_perf:
         raise AssertionError("a request ended twice")
     span = cluster.now - (workload.arrivals[0] if len(workload) else 0.0)
     gpus = len(cluster.replicas) * perf.num_gpus
-    return summarize(cluster.requests.values(), gpu_seconds=gpus * span, extra={
+    scaled = cluster.autoscale.summary() if cluster.autoscale else {}
+    return summarize(cluster.requests.values(), gpu_seconds=scaled.pop("gpu_seconds", gpus * span), extra={
         "policy": cfg.policy, "router": cfg.router,
         "deployment": f"pd {cfg.pd[0]}:{cfg.pd[1]}" if cfg.pd else f"collocated x{cfg.replicas}",
         "perf_model": perf.name,
@@ -24,4 +25,5 @@ def simulate(workload: Workload, cfg: ClusterConfig, perf: PerfModel, true_perf:
         "iterations": sum(r.iterations for r in cluster.replicas),
         "retractions": sum(r.retractions for r in cluster.replicas),
         "busy_fraction": sum(r.busy_s for r in cluster.replicas) / max(span * len(cluster.replicas), 1e-9),
+        **scaled,
     })

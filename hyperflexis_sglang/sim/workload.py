@@ -212,3 +212,48 @@ def synthetic(n: int, rate: float, seed: int = 0, cv: float = 1.0, lengths: list
         else:
             rows.append(TraceRow(t, input_len, output_len))
     return rows
+
+
+def burst(wl: Workload, start_s: float, duration_s: float, factor: float, ramp_s: float = 0.0) -> Workload:
+    """The same requests with the arrival rate multiplied by ``factor`` over a window (a rate burst).
+
+    Deterministic time warp, in simulated seconds (after rate scaling): the
+    rate multiplier is 1 until ``start_s``, rises linearly to ``factor`` over
+    ``ramp_s``, holds for ``duration_s``, falls back over ``ramp_s``, then is
+    1 again. Arrival order, lengths, prefixes and SLOs are the trace's; the
+    trace is consumed ``factor`` times faster inside the window, so what
+    follows the burst arrives earlier. ``factor`` < 1 makes a lull.
+    """
+    for name, v in (("start", start_s), ("duration", duration_s), ("ramp", ramp_s)):
+        if not (math.isfinite(v) and v >= 0):
+            raise TraceError(f"--burst: {name} must be a number of seconds >= 0, got {v}")
+    if not (math.isfinite(factor) and factor > 0):
+        raise TraceError(f"--burst: factor must be > 0, got {factor}")
+    warp = _Warp(start_s, ramp_s, duration_s, factor)
+    return Workload(tuple(warp.new_time(t) for t in wl.arrivals), wl.input_lens, wl.output_lens, wl.blocks, wl.slos)
+
+
+class _Warp:
+    """Maps trace time o to burst time tau where d o / d tau is the trapezoid rate multiplier."""
+
+    def __init__(self, a: float, r: float, h: float, f: float):
+        self.a, self.r, self.h, self.f = a, r, h, f
+        up = r * (1 + f) / 2
+        self.o = (a, a + up, a + up + f * h, a + 2 * up + f * h)  # trace time at the segment ends
+        self.k = (f - 1) / (2 * r) if r > 0 else 0.0
+
+    def new_time(self, o: float) -> float:
+        a, r, h, f, k = self.a, self.r, self.h, self.f, self.k
+        o1, o2, o3, o4 = self.o
+        if o <= o1:
+            return o
+        if o <= o2:  # ramp up: o - o1 = s + k s^2
+            d = o - o1
+            return a + (d if abs(k) < 1e-12 else (-1 + math.sqrt(max(1 + 4 * k * d, 0.0))) / (2 * k))
+        if o <= o3:
+            return a + r + (o - o2) / f
+        if o <= o4:  # ramp down: o - o3 = f s - k s^2
+            d = o - o3
+            s = d / f if abs(k) < 1e-12 else (f - math.sqrt(max(f * f - 4 * k * d, 0.0))) / (2 * k)
+            return a + r + h + s
+        return a + 2 * r + h + (o - o4)
