@@ -19,11 +19,13 @@ from pathlib import Path
 
 from ..core.perf_model import GPUS, MODELS, PerfModelError, preset
 from ..core.routing import ROUTERS
+from ..core.scaling import SCALERS, WEIGHT_SOURCES, ScalingConfigError
 from ..core.scheduling import POLICIES
 from ..core.slo import SLOCatalog, SLOError
+from .autoscale import AutoscaleConfig
 from .cluster import ClusterConfig
 from .runner import simulate
-from .workload import DEFAULT_MIX, TraceError, build, load_trace
+from .workload import DEFAULT_MIX, TraceError, build, burst, load_trace
 
 
 class UsageError(Exception):
@@ -53,6 +55,29 @@ def _positive(kind):
     return parse
 
 
+def _burst(spec: str) -> tuple[float, ...]:
+    parts = spec.split(":")
+    try:
+        vals = tuple(float(x) for x in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:DURATION:FACTOR[:RAMP] in seconds, got {spec!r}") from None
+    if len(vals) not in (3, 4) or any(not (v >= 0 and v != float("inf")) for v in vals) or vals[2] <= 0:
+        raise argparse.ArgumentTypeError(f"expected START:DURATION:FACTOR[:RAMP], all >= 0, FACTOR > 0, got {spec!r}")
+    return vals
+
+
+def _add_autoscale(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("autoscaling (off unless --autoscaler is given; --replicas/--pd is the initial fleet)")
+    g.add_argument("--autoscaler", default=None, choices=sorted(SCALERS), help="scaling policy")
+    g.add_argument("--min-replicas", type=_positive(int), default=1, help="per role (default 1)")
+    g.add_argument("--max-replicas", type=_positive(int), default=16, help="per role (default 16)")
+    g.add_argument("--weight-source", default="peer", choices=WEIGHT_SOURCES,
+                   help="new replicas load weights from a ready peer (D2D) or from disk (default peer)")
+    g.add_argument("--tick-s", type=_positive(float), default=5.0, help="seconds between scaling decisions")
+    p.add_argument("--burst", type=_burst, default=None, metavar="START:DURATION:FACTOR[:RAMP]",
+                   help="multiply the arrival rate by FACTOR from START for DURATION s (simulated), ramps of RAMP s")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace", required=True, help="Azure CSV, Mooncake JSONL or generic JSONL trace")
     p.add_argument("--replicas", type=_positive(int), default=4, help="collocated replicas (default 4)")
@@ -67,6 +92,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for SLO assignment and routing (default 0)")
     p.add_argument("--limit", type=_positive(int), default=None, help="use the first N trace rows")
     p.add_argument("--link-gbps", type=_positive(float), default=200.0, help="P/D KV link bandwidth (default 200)")
+    _add_autoscale(p)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -95,8 +121,18 @@ def _config(args, policy: str) -> tuple[ClusterConfig, object]:
     except PerfModelError as e:
         raise UsageError(f"--model/--gpu/--tp: {e}") from None
     router = args.router or ("hfx" if policy == "hfx" else "round_robin")
+    auto = None
+    if args.autoscaler:
+        if args.min_replicas > args.max_replicas:
+            raise UsageError(f"--min-replicas {args.min_replicas} is above --max-replicas {args.max_replicas}")
+        start = args.pd or (args.replicas,)
+        if max(start) > args.max_replicas or min(start) < args.min_replicas:
+            raise UsageError(f"the initial fleet (--replicas/--pd) must lie within --min-replicas "
+                             f"{args.min_replicas} and --max-replicas {args.max_replicas} per role")
+        auto = AutoscaleConfig(scaler=args.autoscaler, min_replicas=args.min_replicas,
+                               max_replicas=args.max_replicas, weight_source=args.weight_source, tick_s=args.tick_s)
     return ClusterConfig(policy=policy, router=router, replicas=args.replicas, pd=args.pd, seed=args.seed,
-                         link_gbps=args.link_gbps), perf
+                         link_gbps=args.link_gbps, autoscale=auto), perf
 
 
 def _catalog(args) -> SLOCatalog:
@@ -111,6 +147,8 @@ def _catalog(args) -> SLOCatalog:
 def run_one(args, policy: str, rate_scale: float, rows, catalog) -> dict:
     cfg, perf = _config(args, policy)
     wl = build(rows, args.slo_mix, args.seed, rate_scale, catalog, source=args.trace)
+    if args.burst:
+        wl = burst(wl, *args.burst)
     t0 = time.perf_counter()
     out = simulate(wl, cfg, perf)
     out["rate_scale"] = rate_scale
@@ -191,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
             result = run_one(args, args.policy, args.rate_scale, rows, catalog)
             print(table([result]))
             print(f"simulated {result['requests']} requests in {result['_wall_s']:.2f} s wall")
+            if "autoscaler" in result:
+                print(f"autoscaler {result['autoscaler']}: {result['gpu_seconds']:.0f} GPU-seconds, peak "
+                      f"{result['peak_replicas']} replicas, events {result['scale_events']}")
             if args.json:
                 write_atomic(args.json, dump(result))
             return 0
@@ -211,6 +252,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.png:
             plot(results, args.png, f"{Path(args.trace).name}")
         return 0
-    except (UsageError, TraceError, SLOError) as e:
+    except (UsageError, TraceError, SLOError, ScalingConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -124,7 +124,8 @@ class QueueScaler:
             ratio = waiting / max(n, 1) / c.target_waiting
             rec = n if abs(ratio - 1.0) <= c.tolerance else math.ceil(n * ratio)
             rec = max(c.min_replicas, min(c.max_replicas, rec, max(2 * n, n + 4)))
-            hist = [(t, r) for t, r in self.recs.get(role, []) if t > now - c.down_window_s] + [(now, rec)]
+            start = self.recs.setdefault(role, [(now, n)])  # the initial fleet is the first recommendation
+            hist = [(t, r) for t, r in start if t > now - c.down_window_s] + [(now, rec)]
             self.recs[role] = hist
             desired = rec if rec >= n else min(n, max(r for _, r in hist))
             notes.append(f"{role}: {waiting} waiting on {n} (target {c.target_waiting:g}/instance) -> {desired}")

@@ -20,7 +20,8 @@ Guarantees and rules (per tick):
 * Hysteresis: scale-in only a cool-down after the last scale-out, after
   the smaller fleet has been predicted to meet ``target + down_margin`` under
   ``rho_max_down`` (< ``rho_max``: a dead band) for the *peak* rate of a
-  recent window, continuously for a while, one instance at a time. The
+  recent window, and no tick of that window sized the fleet larger,
+  continuously for a while, one instance at a time. The
   timers are multiples of the cold-start time (a wrong scale-in costs one
   cold start), so it never flaps on a steady noisy load, and with D2D
   starts it gives capacity back sooner.
@@ -32,6 +33,7 @@ Guarantees and rules (per tick):
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 from ..perf_model import PerfModel
@@ -104,6 +106,7 @@ class HFXScaler:
         slowest = self.coldstart.start_s("disk")
         self.history = RateHistory(span_s=max(cfg.peak_window_x * slowest, cfg.trend_window_s) + 60.0)
         self.state = {r: _RoleState() for r in ("collocated", "prefill", "decode")}
+        self.needs = {r: deque() for r in ("collocated", "prefill", "decode")}  # (time, fleet size needed)
 
     # ---- sizing -------------------------------------------------------------
     def _predict(self, snap: FleetSnapshot, classes, counts: dict, backlog: dict) -> Prediction:
@@ -161,7 +164,11 @@ class HFXScaler:
                 for r in roles}
         keep = {r: self._size(snapshot, down, r, big, backlog, goals, c.down_margin, c.rho_max_down)
                 for r in roles}
-        keep = {r: max(keep[r], need[r]) for r in roles}
+        for r in roles:  # scale-in also waits until no recent tick wanted more (recommendation stabilisation)
+            self.needs[r].append((now, need[r]))
+            while self.needs[r][0][0] < now - self._timer(c.peak_window_x, source):
+                self.needs[r].popleft()
+        keep = {r: max(keep[r], max(n for _, n in self.needs[r])) for r in roles}
         actions: list[ScaleAction] = []
         why = f"forecast x{reserve:.2f} reserve, {source} start {self.coldstart.start_s(source):.1f} s"
         if snapshot.disaggregated:
