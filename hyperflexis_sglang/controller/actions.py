@@ -102,7 +102,13 @@ def bring_up(ctl, role: str, weight_source: str) -> dict:
         try:
             inst.handle = handle = ctl.prov.wait_ready(handle, ctl.cfg.ready_timeout_s)
             t_healthy = time.monotonic() - t0
-            weights = _load_weights(ctl, handle, seeds) if LOAD_WEIGHTS in steps else why
+            if handle.weight_source == "peer" and LOAD_WEIGHTS not in steps:  # the engine decided (Kubernetes)
+                if ctl.loader is None or not seeds:
+                    raise ProvisionError("started with dummy weights but no D2D loader or no seed is available")
+                steps_now = steps[:2] + (LOAD_WEIGHTS,) + steps[2:]
+            else:
+                steps_now = steps
+            weights = _load_weights(ctl, handle, seeds) if LOAD_WEIGHTS in steps_now else why
             if BOOTSTRAP in steps:
                 _wait_bootstrap(handle, 60.0)
             register(ctl, handle)
@@ -113,8 +119,8 @@ def bring_up(ctl, role: str, weight_source: str) -> dict:
         ctl.set_phase(inst, "ready")
         with ctl.lock:
             ctl.disaggregated |= role != "collocated"
-        return {"iid": handle.iid, "url": handle.url, "role": role, "weight_source": source, "weights": weights,
-                "steps": list(steps), "healthy_s": round(t_healthy, 2), "linked_s": round(time.monotonic() - t0, 2)}
+        return {"iid": handle.iid, "url": handle.url, "role": role, "weight_source": handle.weight_source,
+                "weights": weights, "steps": list(steps_now), "healthy_s": round(t_healthy, 2), "linked_s": round(time.monotonic() - t0, 2)}
 
     return with_retries(ctl, f"add {role}", attempt)
 
@@ -148,12 +154,18 @@ def drain(ctl, inst) -> dict:
 
 
 def _target(ctl, action: ScaleAction, roles: tuple[str, ...]):
-    if action.iid is not None:
-        inst = ctl.find(action.iid)
+    preferred = getattr(ctl.prov, "preferred_removal", None)  # engines that choose the victim themselves
+    key = action.iid if action.iid is not None or preferred is None else preferred(roles[0])
+    if key is not None:
+        inst = ctl.find(key)
         if inst is None:
-            raise ActionError(f"no instance {action.iid!r}")
+            raise ActionError(f"no instance {key!r}")
         if inst.phase != "ready":
-            raise ActionError(f"instance {action.iid!r} is {inst.phase}; skipped")
+            raise ActionError(f"instance {key!r} is {inst.phase}; skipped")
+        can = getattr(ctl.prov, "can_remove", None)
+        ok, why = can(inst.handle) if can else (True, "")
+        if not ok:
+            raise ActionError(why)
         return inst
     with ctl.lock:
         cands = {i.handle.iid: (i.handle.role, i.phase, _work(i)) for i in ctl.instances.values()
