@@ -31,6 +31,8 @@ class RouteRequest:
     slo: SLO  # resolved SLO
     prefix_blocks: tuple = ()  # hashes of consecutive prompt blocks (prefix-cache identity)
     block_tokens: int = 512  # tokens per prefix block
+    routing_key: str | None = None  # manual policy: sticky routing key (sglang-router's x-smg-routing-key)
+    target: Hashable | None = None  # manual policy: the instance the client asked for (x-smg-target-worker)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,164 @@
+"""Forwarding to workers: one request, SSE pass-through, P/D dual send, retry backoff.
+
+Retryable (``Retryable``): the worker could not be reached, closed the
+connection, or answered 500/502/503/504 - always before any byte reached
+the client (a non-streaming answer is read whole first; a stream is
+returned only once its status is 200). 4xx answers (bad input, the
+plugin's SLO rejections) are passed through, never retried. A stream that
+breaks after its first byte ends with an SSE error event (``data:
+{"error": ...}`` then ``data: [DONE]``): the client always learns why.
+
+P/D: the body gets ``bootstrap_host`` (the prefill worker's host),
+``bootstrap_port`` (its bootstrap port, or null), ``bootstrap_room`` (a
+random 63-bit integer; lists for a batch) and an ``rid``; it is POSTed to
+both workers at once (the prefill copy with ``stream: false``) and the
+decode worker's answer is returned. If the prefill request fails, the
+decode request is aborted (``POST /abort_request``) and the prefill error is
+returned (or ends the stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+
+import httpx
+import orjson
+
+from .errors import sse_error
+
+log = logging.getLogger("hyperflexis_sglang.router")
+RETRY_STATUS = frozenset({500, 502, 503, 504})
+PASS_HEADERS = ("authorization", "x-api-key")
+
+
+class Retryable(Exception):
+    """The attempt failed before any byte reached the client."""
+
+
+def upstream_headers(headers, rid: str) -> dict:
+    out = {"content-type": "application/json", "x-request-id": rid}
+    for h in PASS_HEADERS:
+        v = headers.get(h)
+        if v is not None:
+            out[h] = v
+    return out
+
+
+def backoff_s(attempt: int, initial_ms: float, max_ms: float, multiplier: float, jitter: float,
+              rand: float) -> float:
+    """Delay before retry ``attempt`` (1-based): exponential, capped, +-jitter (rand in [0, 1))."""
+    base = min(initial_ms * multiplier ** (attempt - 1), max_ms)
+    return max(base * (1.0 + jitter * (2.0 * rand - 1.0)), 0.0) / 1000.0
+
+
+async def open_stream(client: httpx.AsyncClient, url: str, payload: bytes, headers: dict,
+                      timeout: float) -> httpx.Response:
+    """POST and return the response with its body unread; Retryable on transport errors and 5xx."""
+    req = client.build_request("POST", url, content=payload, headers=headers, timeout=timeout)
+    try:
+        resp = await client.send(req, stream=True)
+    except httpx.TimeoutException as e:
+        if isinstance(e, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+            raise Retryable(f"{url}: {type(e).__name__}") from None
+        raise
+    except httpx.TransportError as e:
+        raise Retryable(f"{url}: {type(e).__name__}: {e}") from None
+    if resp.status_code in RETRY_STATUS:
+        body = await _read_or_retry(resp, url)
+        raise Retryable(f"{url} answered {resp.status_code}: {body[:200].decode(errors='replace')}")
+    return resp
+
+
+async def _read_or_retry(resp: httpx.Response, url: str) -> bytes:
+    try:
+        return await resp.aread()
+    except httpx.TimeoutException:
+        raise
+    except httpx.TransportError as e:
+        raise Retryable(f"{url}: connection lost while reading the answer: {type(e).__name__}") from None
+    finally:
+        await resp.aclose()
+
+
+async def read_whole(resp: httpx.Response, url: str) -> bytes:
+    return await _read_or_retry(resp, url)
+
+
+async def relay(resp: httpx.Response, url: str, on_done, tail=None):
+    """Yield the worker's bytes as they arrive; end with an SSE error if the worker fails mid-stream.
+    ``tail()`` (optional, async) may return extra bytes to append (a P/D prefill error)."""
+    ok = True
+    try:
+        async for chunk in resp.aiter_raw():
+            yield chunk
+    except httpx.HTTPError as e:
+        ok = False
+        log.warning("stream from %s broke: %r", url, e)
+        yield sse_error(f"worker {url} failed mid-stream ({type(e).__name__}); the output above is incomplete")
+    finally:
+        await resp.aclose()
+        if tail is not None:
+            extra = await tail()
+            if extra:
+                ok = False
+                yield extra
+        on_done(ok)
+
+
+def pd_body(body: dict, host: str, port: int | None, batch: int) -> dict:
+    rnd = random.SystemRandom()
+    out = dict(body)
+    if batch:
+        out.update(bootstrap_host=[host] * batch, bootstrap_port=[port] * batch,
+                   bootstrap_room=[rnd.getrandbits(63) for _ in range(batch)])
+        out.setdefault("rid", [uuid.uuid4().hex for _ in range(batch)])
+    else:
+        out.update(bootstrap_host=host, bootstrap_port=port, bootstrap_room=rnd.getrandbits(63))
+        out.setdefault("rid", uuid.uuid4().hex)
+    return out
+
+
+class PrefillCall:
+    """The prefill half of a P/D request, running beside the decode half."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str, payload: bytes, headers: dict, timeout: float,
+                 decode_url: str, rid, abort_headers: dict):
+        self.client, self.url, self.decode_url, self.rid = client, url, decode_url, rid
+        self.abort_headers = abort_headers
+        self.status: int | None = None
+        self.error: bytes = b""
+        self.task = asyncio.get_running_loop().create_task(self._run(payload, headers, timeout))
+
+    async def _run(self, payload, headers, timeout) -> None:
+        try:
+            r = await self.client.post(self.url, content=payload, headers=headers, timeout=timeout)
+            self.status = r.status_code
+            if r.status_code != 200:
+                self.error = r.content
+        except httpx.HTTPError as e:
+            self.status, self.error = 0, f"prefill worker {self.url}: {type(e).__name__}: {e}".encode()
+        if self.status != 200:
+            await self.abort_decode()
+
+    async def abort_decode(self) -> None:
+        rids = self.rid if isinstance(self.rid, list) else [self.rid]
+        for rid in rids:
+            try:
+                await self.client.post(self.decode_url + "/abort_request", content=orjson.dumps({"rid": rid}),
+                                       headers=self.abort_headers, timeout=10)
+            except httpx.HTTPError:
+                pass
+
+    async def tail(self) -> bytes:
+        """After the decode stream: the prefill failure as an SSE error event, if it failed."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.task), 5)
+        except asyncio.TimeoutError:
+            return b""
+        if self.status == 200:
+            return b""
+        return sse_error(f"prefill failed ({self.status}): {self.error[:300].decode(errors='replace')}",
+                         "prefill_failed")
