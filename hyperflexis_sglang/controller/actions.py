@@ -38,7 +38,7 @@ def execute(ctl, action: ScaleAction) -> dict:
         result = {"action": action.kind, "ok": True, **fn(ctl, action)}
     except Exception as e:  # reported, never raised into the loop: the fleet keeps serving
         result = {"action": action.kind, "ok": False, "error": f"{type(e).__name__}: {e}"[:500]}
-    ctl.events.add("action_done", reason=action.reason, role=action.role, iid=action.iid, **result)
+    ctl.events.add("action_done", **{"role": action.role, "target": action.iid, **result, "reason": action.reason})
     return result
 
 
