@@ -117,6 +117,7 @@ class PluginState:
             "enabled": True, "policy": self.cfg.policy, "mode": self.mode, "mixed_chunk": self.sched_cfg.mixed,
             "hooks_fired": dict(self.fired),
             "hook_overhead": (self.hook_s / self.iter_s) if self.iter_s else None,
+            "hook_s": self.hook_s, "iteration_s": self.iter_s,  # raw totals: overhead over a window = deltas
             "iterations": self.iterations, "rejected": self.rejected, "demoted": self.demoted,
             "invalid_slo": self.invalid,
             "perf_model": self.perf.to_dict(), "fits": self.fits, "fit_median_rel_error": self.fit_error,
