@@ -8,7 +8,9 @@ fired under ``internal_states[i]["hfx"]`` of ``/server_info``.
 
 Separately, on a machine without a CUDA device the CPU P/D fix of
 :mod:`cpu_pd` is applied when ``HFX_ENABLE=1`` or ``HFX_CPU_PD=1`` (the
-latter lets a stock-scheduling P/D pair run on a CPU too).
+latter lets a stock-scheduling P/D pair run on a CPU too). With
+``HFX_WEIGHTS_AGENT=1`` the weight agent of :mod:`weights` (D2D weight
+loading) starts in the scheduler process, with or without ``HFX_ENABLE``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def register() -> None:
     from . import cpu_pd
     if cpu_pd.wanted(cfg):
         cpu_pd.apply()
+    from . import weights  # D2D weight loading agent (HFX_WEIGHTS_AGENT=1), independent of HFX_ENABLE
+    if weights.wanted():
+        weights.register()
     if not cfg.enable:
         return
     if REGISTERED:
