@@ -156,11 +156,12 @@ def info_routes(app: FastAPI, state, check_api_key) -> None:
     @app.get("/readiness")
     async def readiness(request: Request):
         ok, why = state.ready()
+        if not ok:
+            return error_response(503, f"router not ready: {why}", None, "not_ready")
         now = time.monotonic()
         healthy = sum(1 for w in state.registry.workers.values() if w.healthy and not w.draining
                       and w.cb.allows(now))
-        return _json({"status": "ready" if ok else "not ready", "reason": why, "healthy_workers": healthy,
-                      "total_workers": len(state.registry.workers)}, 200 if ok else 503)
+        return _json({"status": "ready", "healthy_workers": healthy, "total_workers": len(state.registry.workers)})
 
     @app.post("/flush_cache")
     @guard
@@ -176,8 +177,10 @@ def info_routes(app: FastAPI, state, check_api_key) -> None:
             except httpx.HTTPError as e:
                 return w.url, f"{type(e).__name__}"
         results = dict(await asyncio.gather(*(one(w) for w in ws)))
-        ok = all(v == 200 for v in results.values())
-        return _json({"status": "ok" if ok else "partial", "results": results}, 200 if ok else 502)
+        if all(v == 200 for v in results.values()):
+            return _json({"status": "ok", "results": results})
+        return error_response(503, f"flush_cache failed on some workers: {orjson.dumps(results).decode()}", None,
+                              "flush_failed")
 
     @app.get("/get_loads")
     @guard
