@@ -108,7 +108,7 @@ def write_png(path: str, summary: dict, outcomes: Sequence[Outcome], title: str)
     for cls in names[1:]:
         ttft = sorted(o.ttft for o in outcomes if o.cls == cls and o.ttft is not None)
         if ttft:
-            ax2.plot(ttft, [(i + 1) / len(ttft) for i in range(len(ttft))], label=cls)
+            ax2.step(ttft, [(i + 1) / len(ttft) for i in range(len(ttft))], where="post", label=cls)
     ax2.set_xlabel("TTFT (s)")
     ax2.set_ylabel("fraction of requests")
     if ax2.lines:
