@@ -121,7 +121,7 @@ class WeightAgent:
             for old in list(self.sessions)[:-KEEP_SESSIONS]:
                 if self.sessions[old].state != "running":
                     del self.sessions[old]
-            if any(t.dst == req.me for t in req.ops):
+            if _receives(req):
                 self.state = "loading"
         threading.Thread(target=self._run, args=(sess,), name=f"hfx-weights-{req.session}", daemon=True).start()
         return {"session": req.session, "store_port": sess.store.port if sess.store is not None else None}
@@ -136,9 +136,13 @@ class WeightAgent:
                 torch.cuda.set_device(next(iter(params.values())).device)
             group = transport.open_group(req.backend, req.rank, req.world, req.session, req.timeout_s,
                                          store=sess.store, store_addr=req.store_addr, local_host=self.host)
-            stats = transport.run_node(group, req.me, req.ranks, req.ops, req.buckets, params,
-                                       on_received=sess.received.append, on_sent=self.on_sent)
-            sess.sent_bytes, sess.received_bytes = stats.sent_bytes, stats.received_bytes
+            if req.mode == "per_param":
+                moved = transport.broadcast_per_param(group, list(params.values()), root=0)
+                sess.sent_bytes, sess.received_bytes = (moved, 0) if req.rank == 0 else (0, moved)
+            else:
+                stats = transport.run_node(group, req.me, req.ranks, req.ops, req.buckets, params,
+                                           on_received=sess.received.append, on_sent=self.on_sent)
+                sess.sent_bytes, sess.received_bytes = stats.sent_bytes, stats.received_bytes
             _finish_barrier(group, req)
             sess.state = "done"
         except Exception as e:  # noqa: BLE001 - any failure is reported, never raised into the server
@@ -147,9 +151,12 @@ class WeightAgent:
         finally:
             sess.seconds = time.perf_counter() - t0
             with self.lock:
-                receiving = any(t.dst == req.me for t in req.ops)
-                if receiving:
+                if _receives(req):
                     self.state = "unverified" if sess.state == "done" else "failed"
+
+
+def _receives(req: SessionRequest) -> bool:
+    return req.rank != 0 if req.mode == "per_param" else any(t.dst == req.me for t in req.ops)
 
 
 def _finish_barrier(group: transport.Group, req: SessionRequest) -> None:

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..core.weights import ParamSpec, PlanConfig, WeightPlanError, plan_transfers
-from .protocol import session_body
+from .protocol import per_param_body, session_body
 
 MIB = 1 << 20
 
@@ -151,6 +151,27 @@ def load_from_peers(targets: list[str], seeds: list[str], *, bucket_mb: int = 25
                       tuple(attempts), reason)
 
 
+def load_per_param(targets: list[str], seed: str, *, backend: str | None = None,
+                   timeout_s: float = 600.0) -> LoadReport:
+    """Baseline for benchmarks: R-Fork's scheme (one seed broadcasts parameter by parameter), then verify."""
+    t0 = time.perf_counter()
+    peers = {u: discover(u) for u in [seed] + targets}
+    params, ref_backend = _manifest(peers[seed])
+    checksum = _http("GET", peers[seed].agent_url + "/hfx/weights/checksum", timeout=600)["total"]
+    run = _Run(peers, params, PlanConfig(), backend or ref_backend, timeout_s, 0.05)
+    sid = f"{uuid.uuid4().hex[:12]}-pp"
+    t1 = time.perf_counter()
+    reports = run.launch([seed] + targets, sid, lambda node, store: per_param_body(
+        [seed] + targets, node, sid, run.backend, timeout_s, store))
+    seconds = time.perf_counter() - t1
+    failed = tuple(n for n in reports if reports[n]["state"] != "done")
+    attempt = Attempt(sid, (seed,), tuple(targets), len(params), 1, seconds, failed,
+                      next((reports[n].get("error", "") for n in failed), ""))
+    ready, _, bad = _finish(peers, targets, [t for t in targets if t in failed], checksum, False)
+    return LoadReport(not bad, time.perf_counter() - t0, seconds, sum(p.nbytes for p in params), len(params),
+                      checksum, tuple(ready), (), tuple(bad), (attempt,), "per-parameter broadcast (R-Fork style)")
+
+
 class _Run:
     def __init__(self, peers, params, cfg, backend, timeout_s, poll_s):
         self.peers, self.params, self.cfg = peers, params, cfg
@@ -185,21 +206,24 @@ class _Run:
     def _session(self, plan, index: int) -> Attempt:
         sid = f"{uuid.uuid4().hex[:12]}-{index}"
         t0 = time.perf_counter()
-        first = plan.nodes[0]
-        reply = _http("POST", self.peers[first].agent_url + "/hfx/weights/session",
-                      session_body(plan, first, sid, self.backend, self.timeout_s, None))
-        host = urllib.parse.urlparse(self.peers[first].agent_url).hostname
-        store = (host, int(reply["store_port"]))
-        for node in plan.nodes[1:]:
-            _http("POST", self.peers[node].agent_url + "/hfx/weights/session",
-                  session_body(plan, node, sid, self.backend, self.timeout_s, store))
-        reports = self._wait(plan.nodes, sid, t0)
+        reports = self.launch(list(plan.nodes), sid, lambda node, store: session_body(
+            plan, node, sid, self.backend, self.timeout_s, store))
         for node in plan.receivers:
             self.have.setdefault(node, set()).update(reports[node].get("received", []))
         failed = tuple(n for n in plan.nodes if reports[n]["state"] != "done")
         error = next((reports[n].get("error", "") for n in failed), "")
         return Attempt(sid, plan.seeds, plan.receivers, len(plan.transfers), plan.rounds,
                        time.perf_counter() - t0, failed, error)
+
+    def launch(self, nodes: list[str], sid: str, body) -> dict[str, dict]:
+        """Start the session on every node (rank 0 first: it hosts the store) and wait for all reports."""
+        t0 = time.perf_counter()
+        first = self.peers[nodes[0]].agent_url
+        reply = _http("POST", first + "/hfx/weights/session", body(nodes[0], None))
+        store = (urllib.parse.urlparse(first).hostname, int(reply["store_port"]))
+        for node in nodes[1:]:
+            _http("POST", self.peers[node].agent_url + "/hfx/weights/session", body(node, store))
+        return self._wait(nodes, sid, t0)
 
     def _wait(self, nodes, sid: str, t0: float) -> dict[str, dict]:
         reports: dict[str, dict] = {}

@@ -6,7 +6,12 @@ Body of ``POST /hfx/weights/session``::
      "backend": "gloo" | "nccl", "timeout_s": 120,
      "store": null | ["host", port],                             # null on rank 0 (it hosts the store)
      "buckets": [[index, dtype, [names...], nbytes], ...],        # the buckets this node touches
-     "ops": [[round, bucket, src, dst], ...]}                     # this node's transfers
+     "ops": [[round, bucket, src, dst], ...],                     # this node's transfers
+     "mode": "buckets" | "per_param"}                             # per_param: R-Fork's loop (baseline)
+
+``per_param`` ignores buckets and ops: rank 0 broadcasts every parameter,
+one synchronous broadcast each, to all other ranks (what SGLang's
+``/send_weights_to_remote_instance`` does); benchmarks compare against it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 from ..core.weights import Bucket, Transfer, TransferPlan
 
 BACKENDS = ("gloo", "nccl")
+MODES = ("buckets", "per_param")
 
 
 class ProtocolError(ValueError):
@@ -37,6 +43,7 @@ class SessionRequest:
     store_addr: tuple[str, int] | None  # where rank 0's store listens (None on rank 0)
     buckets: dict  # bucket index -> Bucket (those this node sends or receives)
     ops: tuple[Transfer, ...]  # this node's transfers
+    mode: str = "buckets"  # "buckets" (the plan) or "per_param" (R-Fork baseline from rank 0)
 
     @staticmethod
     def parse(body: dict) -> "SessionRequest":
@@ -57,6 +64,9 @@ def _parse(body: dict) -> SessionRequest:
         raise ProtocolError("'me' must be one of 'nodes', which must be distinct", "me")
     if body["backend"] not in BACKENDS:
         raise ProtocolError(f"backend must be one of {BACKENDS}", "backend")
+    mode = body.get("mode", "buckets")
+    if mode not in MODES:
+        raise ProtocolError(f"mode must be one of {MODES}", "mode")
     rank = nodes.index(body["me"])
     store = body.get("store")
     if (rank == 0) != (store is None):
@@ -72,7 +82,14 @@ def _parse(body: dict) -> SessionRequest:
             raise ProtocolError(f"op {[t.round, t.bucket, t.src, t.dst]} does not fit the session", "ops")
     return SessionRequest(str(body["session"]), body["me"], rank, len(nodes), {n: i for i, n in enumerate(nodes)},
                           body["backend"], timeout, None if store is None else (str(store[0]), int(store[1])),
-                          buckets, ops)
+                          buckets, ops, mode)
+
+
+def per_param_body(nodes: list[str], node: str, session: str, backend: str, timeout_s: float,
+                   store: tuple[str, int] | None) -> dict:
+    """R-Fork baseline session: nodes[0] broadcasts parameter by parameter to the others."""
+    return {"session": session, "me": node, "nodes": list(nodes), "backend": backend, "timeout_s": timeout_s,
+            "store": None if store is None else list(store), "buckets": [], "ops": [], "mode": "per_param"}
 
 
 def session_body(plan: TransferPlan, node: str, session: str, backend: str, timeout_s: float,

@@ -36,8 +36,8 @@ def load_tensors(path: Path, dummy: bool, device: str = "cpu") -> dict:
     import torch
     from safetensors import safe_open
     from safetensors.torch import load_file
-    if not dummy:
-        return {k: v.to(device) for k, v in load_file(str(path)).items()}
+    if not dummy:  # load_file maps the file; the copy reads it (as a server copies into its parameters)
+        return {k: v.to(device, copy=True) for k, v in load_file(str(path)).items()}
     out = {}
     with safe_open(str(path), framework="pt") as f:
         for k in f.keys():

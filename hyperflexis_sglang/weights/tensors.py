@@ -1,11 +1,9 @@
 """Tensor side of D2D weight loading: manifests, bucket packing and checksums (torch only, no SGLang).
 
-A bucket travels as one contiguous uint8 tensor: the raw bytes of its
-parameters back to back in the bucket's order, on the parameters' device
-(so NCCL sends GPU memory, gloo CPU memory). Packing reads parameters and
-never changes them; unpacking copies whole buckets only after they fully
-arrived, so a failed transfer leaves earlier buckets whole and later ones
-untouched.
+On NCCL a bucket travels as one contiguous uint8 tensor on the GPU: the
+raw bytes of its parameters back to back in the bucket's order
+(``transport.pack_into`` / :func:`unpack`); on gloo each parameter's own
+bytes are sent (see transport).
 
 Checksums are BLAKE2b-128 of each parameter's raw bytes (GPU tensors are
 copied to the host first); the total is BLAKE2b of the sorted
@@ -33,26 +31,10 @@ def manifest(named: Iterable[tuple[str, torch.Tensor]]) -> list[ParamSpec]:
     return [ParamSpec(n, dtype_name(t.dtype), tuple(t.shape), t.numel() * t.element_size()) for n, t in named]
 
 
-def _bytes_view(t: torch.Tensor) -> torch.Tensor:
+def bytes_view(t: torch.Tensor) -> torch.Tensor:
     if not t.is_contiguous():
         raise ValueError("D2D weight transfer needs contiguous parameters")
     return t.detach().reshape(-1).view(torch.uint8)
-
-
-def pack(bucket: Bucket, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """A new uint8 tensor with the bucket's parameters back to back (on their device)."""
-    first = params[bucket.names[0]]
-    out = torch.empty(bucket.nbytes, dtype=torch.uint8, device=first.device)
-    at = 0
-    for name in bucket.names:
-        src = _bytes_view(params[name])
-        out[at:at + src.numel()].copy_(src)
-        at += src.numel()
-    return out
-
-
-def empty_buffer(bucket: Bucket, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    return torch.empty(bucket.nbytes, dtype=torch.uint8, device=params[bucket.names[0]].device)
 
 
 def unpack(bucket: Bucket, buf: torch.Tensor, params: Mapping[str, torch.Tensor]) -> None:
@@ -62,14 +44,14 @@ def unpack(bucket: Bucket, buf: torch.Tensor, params: Mapping[str, torch.Tensor]
     at = 0
     with torch.no_grad():
         for name in bucket.names:
-            dst = _bytes_view(params[name])
+            dst = bytes_view(params[name])
             dst.copy_(buf[at:at + dst.numel()])
             at += dst.numel()
 
 
 def param_checksum(t: torch.Tensor) -> str:
     h = hashlib.blake2b(digest_size=16)
-    flat = _bytes_view(t)
+    flat = bytes_view(t)
     for at in range(0, flat.numel(), HASH_CHUNK):
         chunk = flat[at:at + HASH_CHUNK]
         h.update(chunk.cpu().numpy().tobytes() if chunk.device.type != "cpu" else memoryview(chunk.numpy()))

@@ -7,7 +7,11 @@ plain process too. Rank 0 hosts the store on a free port.
 
 A node runs its transfers round by round (see core/weights/plan.py): it
 posts the round's sends and receives asynchronously, waits for them, then
-unpacks what arrived. A bucket counts as received only once complete. On
+unpacks what arrived. A bucket counts as received only once complete; on
+gloo the bytes land directly in the parameters (zero-copy), so a failed
+session can leave some parameters partly written: the instance is then
+``failed`` and never ``ready`` until a later session or disk load
+completes and its checksum matches. On
 any error the group is aborted so that peers fail fast instead of waiting
 for the timeout, and the error propagates with the buckets received so far
 (``TransferFailed.received``), which a re-plan reuses.
@@ -24,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from ..core.weights import Bucket, Transfer
-from .tensors import empty_buffer, pack, unpack
+from .tensors import bytes_view, unpack
 
 
 class TransferFailed(RuntimeError):
@@ -38,6 +42,7 @@ class Group:
     pg: object  # ProcessGroupGloo or ProcessGroupNCCL
     store: object  # the TCP store (kept alive with the group)
     backend: str  # "gloo" or "nccl"
+    packed: bool = False  # gloo too sends packed buckets (always on with NCCL; tests use it on a CPU)
 
 
 @dataclass
@@ -88,12 +93,27 @@ def abort(group: Group) -> None:
                 continue
 
 
-def _direct(bucket: Bucket, params: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
-    """A one-parameter bucket moves straight from/into the parameter (no copy)."""
-    if len(bucket.names) != 1:
-        return None
-    t = params[bucket.names[0]]
-    return t.detach().reshape(-1).view(torch.uint8) if t.is_contiguous() else None
+TAG_STRIDE = 1 << 20  # gloo tag of a bucket's i-th parameter: bucket * TAG_STRIDE + i
+
+
+class _Pool:
+    """Reusable bucket buffers (NCCL path): fresh memory per bucket costs a page fault per page."""
+
+    def __init__(self) -> None:
+        self.free: list[torch.Tensor] = []
+        self.used: list[torch.Tensor] = []
+
+    def take(self, nbytes: int, device: torch.device) -> torch.Tensor:
+        for i, buf in enumerate(self.free):
+            if buf.numel() >= nbytes and buf.device == device:
+                self.used.append(self.free.pop(i))
+                return self.used[-1][:nbytes]
+        self.used.append(torch.empty(nbytes, dtype=torch.uint8, device=device))
+        return self.used[-1]
+
+    def release_all(self) -> None:
+        self.free += self.used
+        self.used = []
 
 
 def run_node(group: Group, me: str, ranks: Mapping[str, int], ops: Sequence[Transfer],
@@ -105,10 +125,13 @@ def run_node(group: Group, me: str, ranks: Mapping[str, int], ops: Sequence[Tran
     ``on_received`` / ``on_sent`` are called with each bucket index once its
     transfer completed (``on_sent`` lets tests inject a sender death).
     """
-    stats = NodeStats()
+    stats, pool = NodeStats(), _Pool()
     try:
-        for _, step in itertools.groupby(sorted(ops, key=lambda t: (t.round, t.bucket)), key=lambda t: t.round):
-            _run_round(group, me, ranks, list(step), buckets, params, stats, on_received, on_sent)
+        for _, items in itertools.groupby(sorted(ops, key=lambda t: (t.round, t.bucket)), key=lambda t: t.round):
+            step = list(items)
+            _run_round(group, me, ranks, step, buckets, params, stats, pool)
+            for t in step:
+                (on_sent if t.src == me else on_received)(t.bucket)
         if group.backend == "nccl":
             torch.cuda.synchronize()
     except Exception as e:
@@ -119,32 +142,48 @@ def run_node(group: Group, me: str, ranks: Mapping[str, int], ops: Sequence[Tran
 
 def _run_round(group: Group, me: str, ranks: Mapping[str, int], step: list[Transfer],
                buckets: Mapping[int, Bucket], params: Mapping[str, torch.Tensor], stats: NodeStats,
-               on_received: Callable[[int], None], on_sent: Callable[[int], None]) -> None:
-    works, arriving, keep = [], [], []
+               pool: _Pool) -> None:
+    """Post the round's transfers, wait for all, unpack what arrived.
+
+    gloo (CPU): a bucket is its parameters' own memory, one async op each,
+    all posted before any wait (coalesced, zero-copy). NCCL: a bucket is
+    packed into one contiguous buffer (one launch per bucket).
+    """
+    works, arriving = [], []
     for t in step:
         b = buckets[t.bucket]
+        peer = ranks[t.dst] if t.src == me else ranks[t.src]
+        if group.backend == "gloo" and not group.packed:
+            views = [bytes_view(params[n]) for n in b.names]
+            post = group.pg.send if t.src == me else group.pg.recv
+            works += [post([v], peer, t.bucket * TAG_STRIDE + i) for i, v in enumerate(views)]
+        elif t.src == me:
+            works.append(group.pg.send([pack_into(b, params, pool)], peer, t.bucket))
+        else:
+            buf = pool.take(b.nbytes, params[b.names[0]].device)
+            works.append(group.pg.recv([buf], peer, t.bucket))
+            arriving.append((b, buf))
         if t.src == me:
-            buf = _direct(b, params)
-            buf = pack(b, params) if buf is None else buf
-            keep.append(buf)
-            works.append(group.pg.send([buf], ranks[t.dst], t.bucket))
             stats.sent_bytes += b.nbytes
-        elif t.dst == me:
-            direct = _direct(b, params)
-            buf = empty_buffer(b, params) if direct is None else direct
-            works.append(group.pg.recv([buf], ranks[t.src], t.bucket))
-            arriving.append((b, buf, direct is not None))
     for w in works:
         w.wait()
+    for b, buf in arriving:
+        unpack(b, buf, params)
     for t in step:
-        if t.src == me:
-            on_sent(t.bucket)
-    for b, buf, direct in arriving:
-        if not direct:
-            unpack(b, buf, params)
-        stats.received_bytes += b.nbytes
-        stats.received.append(b.index)
-        on_received(b.index)
+        if t.dst == me:
+            stats.received_bytes += buckets[t.bucket].nbytes
+            stats.received.append(t.bucket)
+    pool.release_all()
+
+
+def pack_into(bucket: Bucket, params: Mapping[str, torch.Tensor], pool: _Pool) -> torch.Tensor:
+    out = pool.take(bucket.nbytes, params[bucket.names[0]].device)
+    at = 0
+    for name in bucket.names:
+        src = bytes_view(params[name])
+        out[at:at + src.numel()].copy_(src)
+        at += src.numel()
+    return out
 
 
 def broadcast_per_param(group: Group, params: Sequence[torch.Tensor], root: int = 0) -> int:
