@@ -127,6 +127,8 @@ def run_node(group: Group, me: str, ranks: Mapping[str, int], ops: Sequence[Tran
     """
     stats, pool = NodeStats(), _Pool()
     try:
+        if group.backend == "nccl":
+            _connect_pairs(group, me, ranks, ops, next(iter(params.values())).device)
         for _, items in itertools.groupby(sorted(ops, key=lambda t: (t.round, t.bucket)), key=lambda t: t.round):
             step = list(items)
             _run_round(group, me, ranks, step, buckets, params, stats, pool)
@@ -138,6 +140,24 @@ def run_node(group: Group, me: str, ranks: Mapping[str, int], ops: Sequence[Tran
         abort(group)
         raise TransferFailed(f"{me}: {type(e).__name__}: {e}", stats.received) from e
     return stats
+
+
+def _connect_pairs(group: Group, me: str, ranks: Mapping[str, int], ops: Sequence[Transfer],
+                   device: torch.device) -> None:
+    """Create NCCL's per-pair communicators in one global order (lower rank pair first).
+
+    NCCL creates a pair's communicator on its first operation and blocks
+    until both sides arrive; created lazily in each node's own round order,
+    a cycle (a -> b, b -> c, c -> a in one round) could wait forever.
+    Every node walks its pairs in the same global order, so the smallest
+    pair not yet connected always has both ends ready.
+    """
+    mine = ranks[me]
+    peers = sorted({ranks[t.dst] if t.src == me else ranks[t.src] for t in ops})
+    token = torch.zeros(1, device=device)
+    for peer in peers:  # pairs (min, max) in increasing order, as every node sees them
+        work = group.pg.send([token], peer, 0) if mine < peer else group.pg.recv([token], peer, 0)
+        work.wait()
 
 
 def _run_round(group: Group, me: str, ranks: Mapping[str, int], step: list[Transfer],
