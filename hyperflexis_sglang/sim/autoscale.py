@@ -2,8 +2,8 @@
 
 Every ``tick_s`` the autoscaler builds a :class:`FleetSnapshot` from the
 replicas and from the arrivals seen so far (per-class rates over the last
-``window_s``; nothing from the future), calls the *core* policy, and applies
-its actions:
+``window_s``, widened at low rates until it holds 50 arrivals; nothing from
+the future), calls the *core* policy, and applies its actions:
 
 * ``add``: a new replica in phase ``starting`` for the cold-start time of
   its weight source (``peer`` only when a ready replica exists and the run
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 _PHASE = {"transition": "switching"}  # drained, changing role: still "switching" to the policy
 STATS_WINDOW_S = 60.0  # mean lengths and measured attainment are taken over this window
+MIN_ARRIVALS = 50  # the rate window widens until it holds this many arrivals (at most STATS_WINDOW_S)
 
 
 @dataclass(frozen=True)
@@ -137,11 +138,12 @@ class Autoscaler:
             self.arrivals.popleft()
         while self.recent_ends and self.recent_ends[0][0] < now - STATS_WINDOW_S:
             self.recent_ends.popleft()
-        span = max(min(self.cfg.window_s, now - self.t0), 1e-9)
+        window = self._rate_window(now)
+        span = max(min(window, now - self.t0), 1e-9)
         out = []
         for name, slo in sorted(self.slos.items()):
             seen = [a for a in self.arrivals if a[1] == name]
-            recent = sum(1 for a in seen if a[0] > now - self.cfg.window_s)
+            recent = sum(1 for a in seen if a[0] > now - window)
             ends = [m for _, k, m in self.recent_ends if k == name]
             out.append(ClassLoad(name, recent / span,
                                  sum(a[2] for a in seen) / len(seen) if seen else 0.0,
@@ -149,6 +151,13 @@ class Autoscaler:
                                  slo.ttft_s, slo.tpot_s, sum(ends) / len(ends) if ends else math.nan,
                                  self.cfg.target))
         return tuple(out)
+
+    def _rate_window(self, now: float) -> float:
+        """``window_s``, widened (up to the stats window) until it holds ``MIN_ARRIVALS`` arrivals: a rate
+        measured from a handful of requests is mostly noise (low-rate traces such as Mooncake's)."""
+        if len(self.arrivals) < MIN_ARRIVALS:
+            return STATS_WINDOW_S
+        return min(max(self.cfg.window_s, now - self.arrivals[-MIN_ARRIVALS][0]), STATS_WINDOW_S)
 
     # ---- applying actions ---------------------------------------------------------------
     def _apply(self, a: ScaleAction, now: float) -> None:

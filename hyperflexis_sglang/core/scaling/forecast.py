@@ -1,7 +1,8 @@
 """Short-term arrival-rate history and forecast (pure: the caller passes ``now``).
 
 A policy records the per-class rates of every snapshot it sees. ``trend``
-is the least-squares slope over a recent window; ``forecast`` extrapolates
+is the least-squares slope over a recent window, used only when it is
+significant (t-statistic >= 2); ``forecast`` extrapolates
 it over a horizon (a scale-out decision made now brings capacity only after
 the cold start) and never forecasts below the current rate, so a falling
 trend cannot shrink the fleet early (scale-in uses ``peak``: the largest rate
@@ -10,6 +11,7 @@ over a longer window).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Iterable
 
@@ -29,15 +31,22 @@ class RateHistory:
     def _window(self, name: str, now: float, window_s: float) -> list[tuple[float, float]]:
         return [(t, r.get(name, 0.0)) for t, r in self.samples if t >= now - window_s]
 
-    def trend(self, name: str, now: float, window_s: float) -> float:
-        """Least-squares slope of the class's rate, requests/s per second (0 with < 3 samples)."""
+    def trend(self, name: str, now: float, window_s: float, min_t: float = 2.0) -> float:
+        """Least-squares slope of the class's rate, requests/s per second; 0 with < 4 samples or when the
+        slope is not significant (|t| < ``min_t``): noise in a measured rate is not a trend."""
         pts = self._window(name, now, window_s)
-        if len(pts) < 3:
+        n = len(pts)
+        if n < 4:
             return 0.0
-        mt = sum(t for t, _ in pts) / len(pts)
-        mr = sum(r for _, r in pts) / len(pts)
+        mt = sum(t for t, _ in pts) / n
+        mr = sum(r for _, r in pts) / n
         var = sum((t - mt) ** 2 for t, _ in pts)
-        return sum((t - mt) * (r - mr) for t, r in pts) / var if var > 0 else 0.0
+        if var <= 0:
+            return 0.0
+        slope = sum((t - mt) * (r - mr) for t, r in pts) / var
+        resid = sum((r - mr - slope * (t - mt)) ** 2 for t, r in pts) / (n - 2)
+        stderr = math.sqrt(resid / var)
+        return slope if stderr == 0 or abs(slope) / stderr >= min_t else 0.0
 
     def forecast(self, name: str, now: float, rate: float, horizon_s: float, window_s: float) -> float:
         """Rate expected ``horizon_s`` from now: current rate plus a rising trend (never below current)."""
