@@ -60,12 +60,13 @@ class Session:
 class WeightAgent:
     def __init__(self, get_params: Callable[[], Iterable[tuple[str, torch.Tensor]]], host: str = "127.0.0.1",
                  port: int = 0, state: str = "ready", load_disk: Callable[[], None] | None = None,
-                 on_sent: Callable[[int], None] | None = None):
+                 on_sent: Callable[[int], None] | None = None, pace_gbs: float = 0.0):
         self.get_params = get_params  # the model's named_parameters (called each time: never cached)
         self.host = host
         self.state = state
         self.load_disk = load_disk  # reload from disk (plain-process agents); None: the server does it
         self.on_sent = on_sent or (lambda b: None)  # called per bucket sent (fault injection in tests)
+        self.pace_gbs = pace_gbs  # benchmarks: emulated egress link in GB/s (0: the real transport's speed)
         self.sessions: dict[str, Session] = {}
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer((host, port), _handler(self))
@@ -111,6 +112,7 @@ class WeightAgent:
         return mine == total, mine
 
     def open_session(self, req: SessionRequest) -> dict:
+        _check_pieces(req, self.params())
         with self.lock:
             if req.session in self.sessions:
                 raise ProtocolError(f"session {req.session!r} exists", "session")
@@ -136,6 +138,7 @@ class WeightAgent:
                 torch.cuda.set_device(next(iter(params.values())).device)
             group = transport.open_group(req.backend, req.rank, req.world, req.session, req.timeout_s,
                                          store=sess.store, store_addr=req.store_addr, local_host=self.host)
+            group.pace_gbs = self.pace_gbs
             if req.mode == "per_param":
                 moved = transport.broadcast_per_param(group, list(params.values()), root=0)
                 sess.sent_bytes, sess.received_bytes = (moved, 0) if req.rank == 0 else (0, moved)
@@ -153,6 +156,17 @@ class WeightAgent:
             with self.lock:
                 if _receives(req):
                     self.state = "unverified" if sess.state == "done" else "failed"
+
+
+def _check_pieces(req: SessionRequest, params: dict[str, torch.Tensor]) -> None:
+    """Every piece names a parameter of this model, of the bucket's dtype, inside its bytes."""
+    for b in req.buckets.values():
+        for p in b.pieces:
+            t = params.get(p.name)
+            if t is None or tensors.dtype_name(t.dtype) != b.dtype:
+                raise ProtocolError(f"bucket {b.index}: no {b.dtype} parameter {p.name!r} here", "buckets")
+            if p.offset < 0 or p.nbytes <= 0 or p.offset + p.nbytes > t.numel() * t.element_size():
+                raise ProtocolError(f"bucket {b.index}: bytes {p.offset}+{p.nbytes} outside {p.name!r}", "buckets")
 
 
 def _receives(req: SessionRequest) -> bool:

@@ -5,7 +5,7 @@ Body of ``POST /hfx/weights/session``::
     {"session": "id", "me": "node", "nodes": ["seed0", "new0"],   # rank = position in nodes
      "backend": "gloo" | "nccl", "timeout_s": 120,
      "store": null | ["host", port],                             # null on rank 0 (it hosts the store)
-     "buckets": [[index, dtype, [names...], nbytes], ...],        # the buckets this node touches
+     "buckets": [[index, dtype, [[name, offset, nbytes], ...], nbytes], ...],  # buckets this node touches
      "ops": [[round, bucket, src, dst], ...],                     # this node's transfers
      "mode": "buckets" | "per_param"}                             # per_param: R-Fork's loop (baseline)
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.weights import Bucket, Transfer, TransferPlan
+from ..core.weights import Bucket, Piece, Transfer, TransferPlan
 
 BACKENDS = ("gloo", "nccl")
 MODES = ("buckets", "per_param")
@@ -74,8 +74,8 @@ def _parse(body: dict) -> SessionRequest:
     timeout = float(body.get("timeout_s", 120))
     if not 0 < timeout <= 3600:
         raise ProtocolError("timeout_s must be in (0, 3600]", "timeout_s")
-    buckets = {int(i): Bucket(int(i), str(d), tuple(str(n) for n in names), int(nb))
-               for i, d, names, nb in body["buckets"]}
+    buckets = {int(i): Bucket(int(i), str(d), tuple(Piece(str(n), int(o), int(k)) for n, o, k in pieces), int(nb))
+               for i, d, pieces, nb in body["buckets"]}
     ops = tuple(Transfer(int(r), int(b), str(s), str(d), "") for r, b, s, d in body["ops"])
     for t in ops:
         if t.bucket not in buckets or t.src not in nodes or t.dst not in nodes or body["me"] not in (t.src, t.dst):
@@ -99,5 +99,6 @@ def session_body(plan: TransferPlan, node: str, session: str, backend: str, time
     used = sorted({t.bucket for t in ops})
     return {"session": session, "me": node, "nodes": list(plan.nodes), "backend": backend, "timeout_s": timeout_s,
             "store": None if store is None else list(store),
-            "buckets": [[i, plan.buckets[i].dtype, list(plan.buckets[i].names), plan.buckets[i].nbytes] for i in used],
+            "buckets": [[i, plan.buckets[i].dtype, [[p.name, p.offset, p.nbytes] for p in plan.buckets[i].pieces],
+                         plan.buckets[i].nbytes] for i in used],
             "ops": [[t.round, t.bucket, t.src, t.dst] for t in ops]}

@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0: a free port")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--pace-gbs", type=float, default=0.0, metavar="GBS",
+                   help="benchmarks: cap this agent's sending at GBS GB/s (an emulated NIC); 0: off")
     p.add_argument("--exit-after-sent", type=int, default=0, metavar="N",
                    help="fault injection for tests: the process dies (exit 9) after sending N buckets")
     return p
@@ -63,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.pace_gbs < 0:
+        parser.error("--pace-gbs must be >= 0")
     try:
         path = model_file(args.model)
     except FileNotFoundError as e:
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             os._exit(9)
 
     agent = WeightAgent(lambda: params.items(), args.host, args.port,
-                        state="unloaded" if args.dummy else "ready", load_disk=reload, on_sent=die_after).start()
+                        state="unloaded" if args.dummy else "ready", load_disk=reload, on_sent=die_after, pace_gbs=args.pace_gbs).start()
     print(json.dumps({"agent_url": agent.url, "load_s": load_s, "pid": os.getpid()}), flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

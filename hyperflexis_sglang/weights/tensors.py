@@ -17,7 +17,7 @@ from typing import Iterable, Mapping
 
 import torch
 
-from ..core.weights import Bucket, ParamSpec
+from ..core.weights import Bucket, ParamSpec, Piece
 
 HASH_CHUNK = 64 << 20  # bytes hashed per host copy of a GPU tensor
 
@@ -37,16 +37,20 @@ def bytes_view(t: torch.Tensor) -> torch.Tensor:
     return t.detach().reshape(-1).view(torch.uint8)
 
 
+def piece_view(piece: Piece, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The piece's bytes inside its parameter (a view: writing it writes the parameter)."""
+    return bytes_view(params[piece.name])[piece.offset:piece.offset + piece.nbytes]
+
+
 def unpack(bucket: Bucket, buf: torch.Tensor, params: Mapping[str, torch.Tensor]) -> None:
     """Copy a fully received bucket into the parameters (in place: addresses, e.g. in CUDA graphs, stay)."""
     if buf.numel() != bucket.nbytes:
         raise ValueError(f"bucket {bucket.index}: {buf.numel()} bytes, expected {bucket.nbytes}")
     at = 0
     with torch.no_grad():
-        for name in bucket.names:
-            dst = bytes_view(params[name])
-            dst.copy_(buf[at:at + dst.numel()])
-            at += dst.numel()
+        for piece in bucket.pieces:
+            piece_view(piece, params).copy_(buf[at:at + piece.nbytes])
+            at += piece.nbytes
 
 
 def param_checksum(t: torch.Tensor) -> str:

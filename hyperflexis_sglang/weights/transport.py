@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -28,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from ..core.weights import Bucket, Transfer
-from .tensors import bytes_view, unpack
+from .tensors import piece_view, unpack
 
 
 class TransferFailed(RuntimeError):
@@ -43,6 +44,7 @@ class Group:
     store: object  # the TCP store (kept alive with the group)
     backend: str  # "gloo" or "nccl"
     packed: bool = False  # gloo too sends packed buckets (always on with NCCL; tests use it on a CPU)
+    pace_gbs: float = 0.0  # benchmarks only: cap this node's sending at this many GB/s (emulated NIC); 0: off
 
 
 @dataclass
@@ -130,8 +132,9 @@ def run_node(group: Group, me: str, ranks: Mapping[str, int], ops: Sequence[Tran
         if group.backend == "nccl":
             _connect_pairs(group, me, ranks, ops, next(iter(params.values())).device)
         for _, items in itertools.groupby(sorted(ops, key=lambda t: (t.round, t.bucket)), key=lambda t: t.round):
-            step = list(items)
+            step, t0, sent = list(items), time.perf_counter(), stats.sent_bytes
             _run_round(group, me, ranks, step, buckets, params, stats, pool)
+            _pace(group, stats.sent_bytes - sent, t0)
             for t in step:
                 (on_sent if t.src == me else on_received)(t.bucket)
         if group.backend == "nccl":
@@ -165,7 +168,7 @@ def _run_round(group: Group, me: str, ranks: Mapping[str, int], step: list[Trans
                pool: _Pool) -> None:
     """Post the round's transfers, wait for all, unpack what arrived.
 
-    gloo (CPU): a bucket is its parameters' own memory, one async op each,
+    gloo (CPU): a bucket is its pieces' own memory (parameter byte ranges), one async op each,
     all posted before any wait (coalesced, zero-copy). NCCL: a bucket is
     packed into one contiguous buffer (one launch per bucket).
     """
@@ -174,7 +177,7 @@ def _run_round(group: Group, me: str, ranks: Mapping[str, int], step: list[Trans
         b = buckets[t.bucket]
         peer = ranks[t.dst] if t.src == me else ranks[t.src]
         if group.backend == "gloo" and not group.packed:
-            views = [bytes_view(params[n]) for n in b.names]
+            views = [piece_view(piece, params) for piece in b.pieces]
             post = group.pg.send if t.src == me else group.pg.recv
             works += [post([v], peer, t.bucket * TAG_STRIDE + i) for i, v in enumerate(views)]
         elif t.src == me:
@@ -199,19 +202,26 @@ def _run_round(group: Group, me: str, ranks: Mapping[str, int], step: list[Trans
 def pack_into(bucket: Bucket, params: Mapping[str, torch.Tensor], pool: _Pool) -> torch.Tensor:
     out = pool.take(bucket.nbytes, params[bucket.names[0]].device)
     at = 0
-    for name in bucket.names:
-        src = bytes_view(params[name])
-        out[at:at + src.numel()].copy_(src)
-        at += src.numel()
+    for piece in bucket.pieces:
+        out[at:at + piece.nbytes].copy_(piece_view(piece, params))
+        at += piece.nbytes
     return out
+
+
+def _pace(group: Group, sent_bytes: int, t0: float) -> None:
+    """Emulated link (benchmarks): a step that sent ``sent_bytes`` since ``t0`` lasts at least bytes / rate."""
+    if group.pace_gbs > 0 and sent_bytes:
+        time.sleep(max(0.0, t0 + sent_bytes / (group.pace_gbs * 1e9) - time.perf_counter()))
 
 
 def broadcast_per_param(group: Group, params: Sequence[torch.Tensor], root: int = 0) -> int:
     """R-Fork's seed/receiver loop (SGLang weight_exporter): one synchronous broadcast per parameter."""
     total = 0
     for p in params:
-        opts = dist.BroadcastOptions()
+        opts, t0 = dist.BroadcastOptions(), time.perf_counter()
         opts.rootRank = root
         group.pg.broadcast([p.data], opts).wait()
         total += p.numel() * p.element_size()
+        if group.pg.rank() == root:
+            _pace(group, p.numel() * p.element_size(), t0)
     return total

@@ -17,19 +17,33 @@ def params(*sizes_mib: float, dtype: str = "float32") -> list[ParamSpec]:
 
 @pytest.mark.parametrize("sizes, cfg, expected", [
     # everything fits one bucket when the model is small (min_bucket_bytes floor)
-    ((1, 2, 3), PlanConfig(), [("p0", "p1", "p2")]),
-    # cut at bucket_bytes; a parameter bigger than a bucket gets its own
+    ((1, 2, 3), PlanConfig(), [[("p0", 0, 1), ("p1", 0, 2), ("p2", 0, 3)]]),
+    # equal buckets of bucket_bytes; a big parameter is split across buckets
     ((10, 10, 50, 5), PlanConfig(bucket_bytes=20 * MIB, min_buckets=1),
-     [("p0", "p1"), ("p2",), ("p3",)]),
+     [[("p0", 0, 10), ("p1", 0, 10)], [("p2", 0, 20)], [("p2", 20, 20)], [("p2", 40, 10), ("p3", 0, 5)]]),
     # min_buckets splits a model smaller than one bucket for pipelining
-    ((8,) * 8, PlanConfig(bucket_bytes=1 << 40, min_buckets=4, min_bucket_bytes=1),
-     [("p0", "p1"), ("p2", "p3"), ("p4", "p5"), ("p6", "p7")]),
+    ((8,) * 4, PlanConfig(bucket_bytes=1 << 40, min_buckets=8, min_bucket_bytes=1),
+     [[(f"p{i}", off, 4)] for i in range(4) for off in (0, 4)]),
 ])
-def test_make_buckets_groups(sizes, cfg, expected):
+def test_make_buckets_cuts_byte_ranges(sizes, cfg, expected):
     buckets = make_buckets(params(*sizes), cfg)
-    assert [b.names for b in buckets] == expected
+    assert [[(p.name, p.offset / MIB, p.nbytes / MIB) for p in b.pieces] for b in buckets] == expected
     assert [b.index for b in buckets] == list(range(len(expected)))
+    assert [b.nbytes for b in buckets] == [sum(p.nbytes for p in b.pieces) for b in buckets]
     assert sum(b.nbytes for b in buckets) == int(sum(sizes) * MIB)
+
+
+def test_pieces_cover_every_parameter_exactly_once():
+    ps = params(3.3, 0.7, 12.1, 0.01, 5) + [ParamSpec("empty", "float32", (0,), 0)]
+    covered: dict[str, list[tuple[int, int]]] = {}
+    for b in make_buckets(ps, PlanConfig(bucket_bytes=2 * MIB, min_bucket_bytes=1)):
+        assert b.nbytes <= 2 * MIB
+        for p in b.pieces:
+            covered.setdefault(p.name, []).append((p.offset, p.offset + p.nbytes))
+    for p in ps:
+        spans = sorted(covered.get(p.name, []))
+        assert [a for a, _ in spans] == [0] + [e for _, e in spans[:-1]] if spans else p.nbytes == 0
+        assert (spans[-1][1] if spans else 0) == p.nbytes
 
 
 def test_buckets_hold_one_dtype_each():
@@ -37,6 +51,7 @@ def test_buckets_hold_one_dtype_each():
     ps = [ps[0], ps[2], ps[1], ps[3]]  # interleaved dtypes
     buckets = make_buckets(ps, PlanConfig())
     assert [(b.dtype, b.names) for b in buckets] == [("float32", ("p0", "p1")), ("bfloat16", ("h0", "h1"))]
+    assert all(p.offset == 0 for b in buckets for p in b.pieces)
 
 
 CASES = [  # seeds, receivers, config
@@ -110,7 +125,7 @@ def test_replan_sends_only_missing_buckets():
 def test_estimate_table(plan_link, buckets, expected_s):
     send, recv_streams, seeds, recv, link = plan_link
     ps = [ParamSpec(f"p{i}", "float32", (1,), 10 ** 9) for i in range(buckets)]
-    cfg = PlanConfig(bucket_bytes=10 ** 9, max_send_streams=send, max_recv_streams=recv_streams)
+    cfg = PlanConfig(bucket_bytes=10 ** 9, min_buckets=1, max_send_streams=send, max_recv_streams=recv_streams)
     assert estimate(plan_transfers(ps, seeds, recv, cfg), link).total_s == pytest.approx(expected_s)
 
 

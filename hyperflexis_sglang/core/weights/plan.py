@@ -49,11 +49,23 @@ class ParamSpec:
 
 
 @dataclass(frozen=True)
+class Piece:
+    name: str  # parameter
+    offset: int  # first byte of the parameter's raw bytes in this piece
+    nbytes: int  # bytes in this piece
+
+
+@dataclass(frozen=True)
 class Bucket:
     index: int  # position in the plan's bucket list; also the wire tag
     dtype: str  # the one dtype of all its parameters
-    names: tuple[str, ...]  # parameters packed back to back in this order
-    nbytes: int  # total bytes (sum of its parameters')
+    pieces: tuple[Piece, ...]  # parameter byte ranges, back to back in this order
+    nbytes: int  # total bytes (sum of its pieces')
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Parameters this bucket touches (whole or in part), in order."""
+        return tuple(dict.fromkeys(p.name for p in self.pieces))
 
 
 @dataclass(frozen=True)
@@ -116,24 +128,35 @@ class PlanEstimate:
 
 
 def make_buckets(params: Sequence[ParamSpec], cfg: PlanConfig = PlanConfig()) -> tuple[Bucket, ...]:
-    """Group parameters by dtype (first-seen order), then cut each group at the bucket size."""
+    """Group parameters by dtype (first-seen order), then cut each group's byte stream into equal buckets.
+
+    A parameter larger than the room left is split across buckets (so one
+    huge embedding does not make one huge, pipeline-stalling bucket); cuts
+    fall on multiples of 64 bytes inside a parameter. Empty parameters
+    carry no bytes and appear in no bucket.
+    """
     _check_params(params)
     total = sum(p.nbytes for p in params)
     size = min(cfg.bucket_bytes, max(cfg.min_bucket_bytes, -(-total // cfg.min_buckets)))
+    size = max(64, size - size % 64)
     by_dtype: dict[str, list[ParamSpec]] = {}
     for p in params:
         by_dtype.setdefault(p.dtype, []).append(p)
     out: list[Bucket] = []
     for dtype, group in by_dtype.items():
-        names: list[str] = []
-        nbytes = 0
+        pieces: list[Piece] = []
+        filled = 0
         for p in group:
-            if names and nbytes + p.nbytes > size:
-                out.append(Bucket(len(out), dtype, tuple(names), nbytes))
-                names, nbytes = [], 0
-            names.append(p.name)
-            nbytes += p.nbytes
-        out.append(Bucket(len(out), dtype, tuple(names), nbytes))
+            offset = 0
+            while offset < p.nbytes:
+                take = min(p.nbytes - offset, size - filled)
+                pieces.append(Piece(p.name, offset, take))
+                offset, filled = offset + take, filled + take
+                if filled == size:
+                    out.append(Bucket(len(out), dtype, tuple(pieces), size))
+                    pieces, filled = [], 0
+        if pieces:
+            out.append(Bucket(len(out), dtype, tuple(pieces), filled))
     return tuple(out)
 
 
