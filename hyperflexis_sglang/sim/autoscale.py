@@ -63,6 +63,11 @@ class AutoscaleConfig:
             raise ScalingConfigError("need tick_s > 0, window_s > 0 and 0 < target <= 1")
 
 
+def _p90(values: list) -> float:
+    """90th percentile of sorted ``values`` (nan under 10 values: too few to say)."""
+    return float(values[int(0.9 * (len(values) - 1))]) if len(values) >= 10 else math.nan
+
+
 class Autoscaler:
     def __init__(self, cluster: "Cluster", cfg: AutoscaleConfig):
         self.cluster, self.cfg = cluster, cfg
@@ -145,11 +150,12 @@ class Autoscaler:
             seen = [a for a in self.arrivals if a[1] == name]
             recent = sum(1 for a in seen if a[0] > now - window)
             ends = [m for _, k, m in self.recent_ends if k == name]
+            inputs = sorted(a[2] for a in seen)
             out.append(ClassLoad(name, recent / span,
-                                 sum(a[2] for a in seen) / len(seen) if seen else 0.0,
+                                 sum(inputs) / len(inputs) if seen else 0.0,
                                  sum(a[3] for a in seen) / len(seen) if seen else 0.0,
                                  slo.ttft_s, slo.tpot_s, sum(ends) / len(ends) if ends else math.nan,
-                                 self.cfg.target))
+                                 self.cfg.target, _p90(inputs), len(ends)))
         return tuple(out)
 
     def _rate_window(self, now: float) -> float:

@@ -13,17 +13,20 @@ scheduler runs it), per replica with the load split evenly by the router:
   ``drain_s``;
 * HFX serves classes in priority order and protects decode, so class k sees
   the utilisation ``rho_k = (R_dec + R_pre(priority >= k) + R_backlog) / useful``;
-* TTFT_k = own prefill ``S_k`` (its chunks get the time decode leaves) plus
-  an M/M/1 wait: ``P(wait > w) = rho_k exp(-(1 - rho_k) w / S_mean)``, so
-  ``P(TTFT_k <= ttft_k) = 1 - rho_k exp(-(1 - rho_k)(ttft_k - S_k) / S_mean)``;
+* TTFT_k = own prefill ``S_k(L)`` of a prompt of ``L`` tokens (its chunks
+  get the time decode leaves) plus the wait in the queue the router pools
+  over the ``n`` replicas (M/M/n, ``queueing.py``):
+  ``P(wait > w) = C(n, rho_k) exp(-n (1 - rho_k) w / S_mean)``; the class's
+  attainment averages ``P(wait <= ttft_k - S_k(L))`` over its prompt
+  lengths (log-normal from the mean and p90, ``queueing.length_points``);
 * KV: the decode batch (Little's law) must fit in the KV pool, else 0.
 
 P/D: prefill replicas serve prompts in 8192-token chunks (no decode share);
 decode replicas meet TPOT iff ``R_dec < 1 - base / T``. A class's predicted
 attainment is the TTFT probability times the TPOT verdict.
 
-It is a sizing model, not a latency predictor: it ignores prompt-length
-variance and per-tick burstiness, which callers cover with a utilisation cap
+It is a sizing model, not a latency predictor: it ignores per-tick
+burstiness and routing imbalance, which callers cover with a utilisation cap
 (``rho_max``) and margins. Pure functions; no state.
 """
 
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..perf_model import PerfModel
+from .queueing import length_points, wait_within
 from .types import ClassLoad
 
 CHUNK_TOKENS = 8192  # SGLang's default chunked-prefill size
@@ -47,11 +51,17 @@ class Prediction:
     reason: str  # the binding constraint, e.g. "ttft standard", "kv", "tpot"
 
 
+def prefill_s(perf: PerfModel, tokens: float) -> float:
+    """Prefill seconds of one prompt of ``tokens`` (its chunks; each further chunk pays an iteration)."""
+    p = max(tokens, 1.0)
+    return perf.chunk_time(int(p), 0) + (math.ceil(p / CHUNK_TOKENS) - 1) * perf.base
+
+
 def _work(perf: PerfModel, c: ClassLoad) -> tuple[float, float]:
     """(prefill seconds per request, decode seconds per request after the first token)."""
     p = max(c.mean_input, 1.0)
     d = max(c.mean_output, 1.0)
-    prefill = perf.chunk_time(int(p), 0) + (math.ceil(p / CHUNK_TOKENS) - 1) * perf.base
+    prefill = prefill_s(perf, p)
     per_token = perf.per_decode_req + perf.per_kv_token * (p + d / 2.0)
     return prefill, (d - 1.0) * per_token
 
@@ -60,12 +70,11 @@ def _active(classes: Sequence[ClassLoad]) -> list[ClassLoad]:
     return [c for c in classes if c.arrival_rate > 0]
 
 
-def _ttft_prob(ttft: float, service: float, mean_service: float, rho: float) -> float:
-    if rho >= 1.0 or service > ttft:
-        return 0.0
-    if rho <= 0.0:
-        return 1.0
-    return 1.0 - rho * math.exp(-(1.0 - rho) * (ttft - service) / max(mean_service, 1e-9))
+def _ttft_prob(c: ClassLoad, service, mean_service: float, rho: float, n: int) -> float:
+    """P(TTFT <= target): the pooled wait (``n`` replicas) within what the own prefill leaves, averaged
+    over the class's prompt lengths (``service(tokens)`` = own time to first token)."""
+    points = length_points(max(c.mean_input, 1.0), c.p90_input)
+    return sum(wait_within(c.ttft_s - service(p), n, rho, mean_service) for p in points) / len(points)
 
 
 def _step_cap(classes: Sequence[ClassLoad], tpot_safety: float) -> float:
@@ -97,7 +106,7 @@ def predict_collocated(perf: PerfModel, classes: Sequence[ClassLoad], n: int, ba
         r_pre = sum(a.arrival_rate / n * work[a.name][0] for a in ahead)
         rho = (r_dec + r_pre + r_back) / useful
         mean_s = sum(a.arrival_rate * work[a.name][0] for a in ahead) / rate_ahead / prefill_share
-        out[c.name] = _ttft_prob(c.ttft_s, perf.base + work[c.name][0] / prefill_share, mean_s, rho)
+        out[c.name] = _ttft_prob(c, lambda p: perf.base + prefill_s(perf, p) / prefill_share, mean_s, rho, n)
         if rho > worst:
             worst, why = rho, f"ttft {c.name}"
     step_s = perf.base / max(1.0 - r_dec - _pre_all(act, work, n), 1e-9)
@@ -140,7 +149,8 @@ def predict_pd(perf: PerfModel, classes: Sequence[ClassLoad], n_prefill: int, n_
         ahead = [a for a in act if _prio(a) >= _prio(c)]
         rho = sum(a.arrival_rate / n_prefill * pre[a.name] for a in ahead) + r_back
         mean_s = sum(a.arrival_rate * pre[a.name] for a in ahead) / sum(a.arrival_rate for a in ahead)
-        out[c.name] = _ttft_prob(c.ttft_s, pre[c.name], mean_s, rho) if decode_ok else 0.0
+        own = _ttft_prob(c, lambda p: perf.base + prefill_s(perf, p), mean_s, rho, n_prefill)
+        out[c.name] = own if decode_ok else 0.0
         if rho > worst:
             worst, why = rho, f"ttft {c.name} (prefill)"
     return Prediction(out, worst, why)

@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..perf_model import PerfModel
-from .capacity import Prediction, achievable, predict_collocated, predict_pd
+from .capacity import Prediction, achievable, prefill_s, predict_collocated, predict_pd
 from .coldstart import ColdStartModel, ScalingConfigError
 from .common import add_actions, backlog_tokens, pick_victims, remove_actions, serving, with_rates
 from .forecast import RateHistory
@@ -54,7 +54,8 @@ class HFXScalerConfig:
     up_margin: float = 0.02  # scale out unless predicted attainment >= target + this
     down_margin: float = 0.05  # scale in only if the smaller fleet keeps target + this
     rho_max: float = 0.8  # utilisation cap when sizing up (Poisson noise within a tick, routing imbalance)
-    rho_max_down: float = 0.65  # utilisation the smaller fleet must stay under to scale in (dead band)
+    rho_max_down: float = 0.75  # utilisation the smaller fleet must stay under to scale in (dead band; narrow
+    # since the pooled-wait model prices queueing into the attainment itself)
     surge_per_min: float = 0.5  # reserve: relative rate rise per minute of cold start not yet in the trend
     trend_window_s: float = 30.0  # window of the least-squares rate trend
     # Scale-in timers, in multiples of the current cold-start time (a wrong scale-in costs one cold start,
@@ -66,7 +67,7 @@ class HFXScalerConfig:
     min_timer_s: float = 10.0  # floor of every scale-in timer
     drain_s: float = 10.0  # queued prefill work is planned to drain within this
     tpot_safety: float = 0.9  # steps planned at this share of the tightest TPOT
-    feasible_slack: float = 0.02  # a class is held to min(target, attainable - slack)
+    feasible_slack: float = 0.02  # a class is held to min(target + margin, attainable - slack)
 
     def __post_init__(self) -> None:
         if not isinstance(self.perf, PerfModel):
@@ -117,21 +118,27 @@ class HFXScaler:
         return predict_collocated(c.perf, classes, counts["collocated"], backlog["collocated"], c.drain_s,
                                   c.tpot_safety)
 
-    def _ok(self, pred: Prediction, goals: dict, margin: float, rho: float) -> bool:
-        return pred.rho <= rho and all(pred.attainment[k] >= g + margin for k, g in goals.items())
+    def _ok(self, pred: Prediction, goals: dict, rho: float) -> bool:
+        return pred.rho <= rho and all(pred.attainment[k] >= g for k, g in goals.items())
 
-    def _size(self, snap, classes, role: str, counts: dict, backlog: dict, goals, margin, rho) -> int:
+    def _size(self, snap, classes, role: str, counts: dict, backlog: dict, goals, rho) -> int:
         """Smallest count of ``role`` (others as in ``counts``, or unbounded) that meets the goals."""
         c = self.cfg
         for n in range(c.min_replicas, c.max_replicas + 1):
             trial = {**counts, role: n}
-            if self._ok(self._predict(snap, classes, trial, backlog), goals, margin, rho):
+            if self._ok(self._predict(snap, classes, trial, backlog), goals, rho):
                 return n
         return c.max_replicas
 
-    def _goals(self, snap: FleetSnapshot) -> dict:
-        reach = achievable(self.cfg.perf, snap.classes, snap.disaggregated)
-        return {cl.name: min(cl.target, reach[cl.name] - self.cfg.feasible_slack) for cl in snap.classes
+    def _goals(self, snap: FleetSnapshot, margin: float) -> dict:
+        """Per active class: target + margin, held to what an unbounded fleet attains minus the slack. A
+        class with prompts too long for its TTFT is not sized for the prompts at the edge of feasibility:
+        its reach counts only prompts that leave at least one mean prefill of the class for waiting (a prompt
+        that must never wait needs an idle fleet)."""
+        perf = self.cfg.perf
+        tight = [replace(cl, ttft_s=max(cl.ttft_s - prefill_s(perf, cl.mean_input), 0.0)) for cl in snap.classes]
+        reach = achievable(perf, tight, snap.disaggregated)
+        return {cl.name: min(cl.target + margin, reach[cl.name] - self.cfg.feasible_slack) for cl in snap.classes
                 if cl.arrival_rate > 0}
 
     def _timer(self, x: float, source: str) -> float:
@@ -158,11 +165,10 @@ class HFXScaler:
         source = "peer" if c.weight_source == "peer" and any(i.phase == "ready" for i in snapshot.instances) \
             else "disk"
         up, down, reserve = self._loads(snapshot, now, source)
-        goals = self._goals(snapshot)
         big = {r: c.max_replicas for r in roles}
-        need = {r: self._size(snapshot, up, r, {**big, **{r: 0}}, backlog, goals, c.up_margin, c.rho_max)
-                for r in roles}
-        keep = {r: self._size(snapshot, down, r, big, backlog, goals, c.down_margin, c.rho_max_down)
+        need = {r: self._size(snapshot, up, r, {**big, **{r: 0}}, backlog, self._goals(snapshot, c.up_margin),
+                              c.rho_max) for r in roles}
+        keep = {r: self._size(snapshot, down, r, big, backlog, self._goals(snapshot, c.down_margin), c.rho_max_down)
                 for r in roles}
         for r in roles:  # scale-in also waits until no recent tick wanted more (recommendation stabilisation)
             self.needs[r].append((now, need[r]))

@@ -41,6 +41,8 @@ class ClassLoad:
     tpot_s: float  # the class's TPOT target
     attainment: float = float("nan")  # measured attainment over the recent window (nan: unknown)
     target: float = 0.9  # attainment the class must keep
+    p90_input: float = float("nan")  # 90th percentile of recent prompt tokens (nan: unknown -> no spread)
+    attainment_n: int = 0  # requests the measured attainment is taken over (0: unknown)
 
 
 @dataclass(frozen=True)
