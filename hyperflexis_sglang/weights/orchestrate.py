@@ -97,9 +97,18 @@ def discover(url: str) -> Peer:
         entry = ((info.get("internal_states") or [{}])[0] or {}).get("hfx_weights") or {}
         if not entry.get("agent_url"):
             raise WeightLoadError(f"{url} has no weight agent: start it with HFX_WEIGHTS_AGENT=1")
-        return Peer(url, entry["agent_url"], url, info.get("model_path"))
+        return Peer(url, _reachable(entry["agent_url"], url), url, info.get("model_path"))
     _http("GET", url + "/hfx/weights/status", timeout=10)  # raises when it is not an agent either
     return Peer(url, url, None, None)
+
+
+def _reachable(agent_url: str, server_url: str) -> str:
+    """An agent bound to all interfaces (0.0.0.0, ::) is reached at the server URL's host."""
+    agent, server = urllib.parse.urlparse(agent_url), urllib.parse.urlparse(server_url)
+    if agent.hostname in ("0.0.0.0", "::"):
+        host = f"[{server.hostname}]" if ":" in (server.hostname or "") else server.hostname
+        return f"{agent.scheme}://{host}:{agent.port}"
+    return agent_url
 
 
 def _manifest(peer: Peer) -> tuple[list[ParamSpec], str]:

@@ -71,7 +71,8 @@ def open_group(backend: str, rank: int, world: int, session: str, timeout_s: flo
     if backend == "gloo":
         opts = dist.ProcessGroupGloo._Options()
         opts._timeout = timeout
-        opts._devices = [dist.ProcessGroupGloo.create_device(hostname=local_host) if local_host
+        specific = local_host and local_host not in ("0.0.0.0", "::")  # a wildcard is not an address peers can use
+        opts._devices = [dist.ProcessGroupGloo.create_device(hostname=local_host) if specific
                          else dist.ProcessGroupGloo.create_default_device()]
         pg = dist.ProcessGroupGloo(prefixed, rank, world, opts)
     elif backend == "nccl":

@@ -155,3 +155,17 @@ def test_deterministic():
     a = plan_transfers(params(*([3] * 40)), ["a", "b"], ["x", "y", "z"], PlanConfig(min_bucket_bytes=1))
     b = plan_transfers(params(*([3] * 40)), ["a", "b"], ["x", "y", "z"], PlanConfig(min_bucket_bytes=1))
     assert a == b
+
+
+def test_controller_api_imports_neither_torch_nor_sglang():
+    import subprocess
+    import sys
+    code = ("import sys, hyperflexis_sglang.weights as w; w.load_from_peers; "
+            "bad = [m for m in ('torch', 'sglang') if m in sys.modules]; sys.exit(bool(bad))")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_agent_on_all_interfaces_is_reached_at_the_server_host():
+    from hyperflexis_sglang.weights.orchestrate import _reachable
+    assert _reachable("http://0.0.0.0:4000", "http://10.1.2.3:30000") == "http://10.1.2.3:4000"
+    assert _reachable("http://127.0.0.1:4000", "http://127.0.0.1:30000") == "http://127.0.0.1:4000"
