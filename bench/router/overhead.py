@@ -2,7 +2,10 @@
 
 Added latency = the client's latency through the router minus its latency
 to an echo backend directly, at the same open-loop rate (p50 and p99 of
-each, subtracted). Sustained throughput: closed loop over a concurrency
+each, subtracted). The direct run is repeated right before and right after
+each router's run (the router idle but up) and their mean is the baseline,
+so a change in the machine's load between routers does not show up as
+router cost. Sustained throughput: closed loop over a concurrency
 sweep; the best rate among sweep points with every request answered 200
 and p99 <= ``SANE_P99_MS``. The direct-to-backend numbers are the ceiling
 this client reaches on this machine (client, router and backends share its
@@ -44,10 +47,14 @@ def run(configs: list[tuple[str, str]], rate: float, n: int, concurrencies: list
             r = router(kind, policy, [b.url for b in backends])
             started.append(r)
             r.start(180)
+            before = run_client(backends[0].url, "open", "--rate", f"{rate:g}", "--n", str(n))
             m = _measure(r.url, rate, n, concurrencies, duration)
+            after = run_client(backends[0].url, "open", "--rate", f"{rate:g}", "--n", str(n))
             r.stop()
-            m["added_p50_ms"] = m["open"]["p50_ms"] - direct["open"]["p50_ms"]
-            m["added_p99_ms"] = m["open"]["p99_ms"] - direct["open"]["p99_ms"]
+            m["direct_open"] = [before, after]
+            for q in ("p50_ms", "p99_ms"):
+                m["baseline_" + q] = (before[q] + after[q]) / 2
+                m["added_" + q] = m["open"][q] - m["baseline_" + q]
             out[f"{kind}/{policy}"] = m
             log(f"{kind}/{policy}: added p50 {m['added_p50_ms']:.3f} ms, p99 {m['added_p99_ms']:.3f} ms, "
                 f"sustained {m['sustained_rps']:.0f} req/s")

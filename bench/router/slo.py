@@ -1,9 +1,10 @@
 """Part (b): per-class SLO attainment of routers in front of the same two real SGLang CPU servers.
 
 Two HFX-enabled SGLang servers (tiny model, CPU-scaled SLO classes,
-``--enable-mixed-chunk``) are started once. A warm-up stream goes to each
-server directly (the plugin's performance model calibrates on it); then,
-for each router in turn: the servers' caches are flushed, the router is
+``--enable-mixed-chunk --sleep-on-idle``, one torch thread each) are
+started once. A warm-up
+stream goes to each server directly, to both at once (the plugin's
+performance model calibrates on it); then, for each router in turn: the servers' caches are flushed, the router is
 started, the load generator (``python -m hyperflexis_sglang.bench.load``,
 its own process) replays the same mixed-SLO stream through it, and the
 router is stopped. Servers and stream are identical for every router;
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from procs import ROOT, router
@@ -47,8 +49,11 @@ def flush_cache(url: str) -> None:
 
 def _servers(classes: str) -> list[SGLangServer]:
     model = ensure_tiny_model()
-    return [SGLangServer(model, hfx=True, extra_args=["--enable-mixed-chunk"], env={"HFX_SLO_CLASSES": classes},
-                         name=f"hfx{i}") for i in range(2)]
+    # One core each: --sleep-on-idle (an idle scheduler otherwise spins on a core the other needs) and one
+    # torch thread (two servers with a thread per core each oversubscribe the 2 cores).
+    return [SGLangServer(model, hfx=True, extra_args=["--enable-mixed-chunk", "--sleep-on-idle"],
+                         env={"HFX_SLO_CLASSES": classes, "OMP_NUM_THREADS": "1"}, name=f"hfx{i}")
+            for i in range(2)]
 
 
 def run(configs: list[tuple[str, str]], args, results_dir: Path, log=print) -> dict:
@@ -62,8 +67,8 @@ def run(configs: list[tuple[str, str]], args, results_dir: Path, log=print) -> d
             s.start_async()
         for s in servers:
             s.wait_healthy(300)
-        for i, s in enumerate(servers):  # warm-up: calibrate each server's performance model
-            load_run(s.url, args, f.name, f"{tmp}/warmup{i}", requests=args.warmup)
+        with ThreadPoolExecutor(2) as pool:  # warm-up (both at once): calibrate each server's performance model
+            list(pool.map(lambda i: load_run(servers[i].url, args, f.name, f"{tmp}/warmup{i}", args.warmup), (0, 1)))
         for kind, policy in configs:
             for s in servers:
                 flush_cache(s.url)

@@ -19,16 +19,19 @@ def overhead_md(o: dict) -> list[str]:
           f"Two echo backends (`bench/router/echo_backend.py`: fixed JSON at once, no model); the client "
           f"(`bench/router/httpclient.py`, raw asyncio HTTP/1.1 keep-alive, its own process) sends non-streaming "
           f"`/generate`. Added latency = client latency through the router minus directly to a backend at "
-          f"{o['rate']:g} req/s open loop ({o['n']} requests). Sustained = best closed-loop rate over concurrency "
+          f"{o['rate']:g} req/s open loop ({o['n']} requests; the direct baseline is the mean of direct runs "
+          f"just before and after each router's run). Sustained = best closed-loop rate over concurrency "
           f"{o['concurrencies']} ({o['duration_s']:g} s each) with every answer 200 and p99 <= "
           f"{o['sane_p99_ms']:g} ms. Client, router and backends share the machine's 2 cores.", "",
-          "| path | p50 ms | p99 ms | added p50 ms | added p99 ms | sustained req/s | sweep req/s (p99 ms) |",
-          "|---|---|---|---|---|---|---|",
-          f"| direct to backend | {_f(d['open']['p50_ms'])} | {_f(d['open']['p99_ms'])} | - | - | "
+          "| path | p50 ms | p99 ms | direct p50 / p99 ms | added p50 ms | added p99 ms | sustained req/s | "
+          "sweep req/s (p99 ms) |", "|---|---|---|---|---|---|---|---|",
+          f"| direct to backend | {_f(d['open']['p50_ms'])} | {_f(d['open']['p99_ms'])} | - | - | - | "
           f"{d['sustained_rps']:.0f} | {_sweep(d['sweep'])} |"]
     for name, m in o["routers"].items():
-        md.append(f"| {name} | {_f(m['open']['p50_ms'])} | {_f(m['open']['p99_ms'])} | {_f(m['added_p50_ms'])} | "
-                  f"{_f(m['added_p99_ms'])} | {m['sustained_rps']:.0f} | {_sweep(m['sweep'])} |")
+        base = f"{_f(m.get('baseline_p50_ms'))} / {_f(m.get('baseline_p99_ms'))}"
+        md.append(f"| {name} | {_f(m['open']['p50_ms'])} | {_f(m['open']['p99_ms'])} | {base} | "
+                  f"{_f(m['added_p50_ms'])} | {_f(m['added_p99_ms'])} | {m['sustained_rps']:.0f} | "
+                  f"{_sweep(m['sweep'])} |")
     md += ["", "Targets (added p50 <= 1 ms and p99 <= 5 ms at 200 req/s; sustained >= 1,000 req/s):", ""]
     for name, m in o["routers"].items():
         ok = (m["added_p50_ms"] <= TARGET_P50_MS, m["added_p99_ms"] <= TARGET_P99_MS, m["sustained_rps"] >= TARGET_RPS)
