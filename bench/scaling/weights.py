@@ -11,6 +11,7 @@ process (standalone weight agents, torch.distributed gloo over localhost TCP):
   parameter (SGLang's ``/send_weights_to_remote_instance`` loop);
 * ``hfx_1seed``: 1 seed -> 1, bucketed (isolates the effect of buckets);
 * ``hfx_2seeds``: 2 seeds -> 1, buckets split across the seeds in parallel;
+* ``hfx_3seeds``: 3 seeds -> 1 (three streams into the new instance);
 * ``fanout3``: 2 seeds -> 3 new instances at once, receivers forward buckets;
 * ``nofanout3``: the same without forwarding (only the seeds send).
 
@@ -32,6 +33,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -46,10 +48,11 @@ from hyperflexis_sglang.weights.orchestrate import load_from_peers, load_per_par
 from hyperflexis_sglang.weights.standalone import AgentProcess  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "scaling_weights"
-CASES = ("disk_warm", "disk_cold", "rfork", "hfx_1seed", "hfx_2seeds", "fanout3", "nofanout3")
+CASES = ("disk_warm", "disk_cold", "rfork", "hfx_1seed", "hfx_2seeds", "hfx_3seeds", "fanout3", "nofanout3")
 LABELS = {"disk_warm": "disk (safetensors, page cache warm)", "disk_cold": "disk (file pages evicted)",
           "rfork": "R-Fork style: per-parameter broadcast, 1 seed -> 1",
           "hfx_1seed": "HFX buckets, 1 seed -> 1", "hfx_2seeds": "HFX buckets, 2 seeds -> 1",
+          "hfx_3seeds": "HFX buckets, 3 seeds -> 1",
           "fanout3": "HFX 2 seeds -> 3 at once (fan-out)", "nofanout3": "HFX 2 seeds -> 3, no fan-out"}
 
 
@@ -76,9 +79,9 @@ def transfer(kind: str, seeds: list[AgentProcess], news: list[AgentProcess], buc
         report = load_per_param(n[:1], s[0])
     else:
         targets = n if kind in ("fanout3", "nofanout3") else n[:1]
-        sources = s[:1] if kind == "hfx_1seed" else s
+        sources = {"hfx_1seed": s[:1], "hfx_3seeds": s[:3]}.get(kind, s[:2])
         report = load_from_peers(targets, sources, bucket_mb=bucket_mb, fanout=kind != "nofanout3",
-                                 fallback_disk=False)
+                                 max_recv_streams=len(sources), fallback_disk=False)
     if not report.ok or len(report.attempts) != 1:
         raise RuntimeError(f"{kind}: transfer not verified: {report}")
     return report.transfer_seconds
@@ -89,7 +92,7 @@ def measure(model: Path, repeats: int, bucket_mb: int, pace_gbs: float, disk: bo
     cases = [c for c in CASES if disk or not c.startswith("disk")]
     times: dict[str, list[float]] = {c: [] for c in cases}
     extra = ["--pace-gbs", str(pace_gbs)] if pace_gbs else []
-    seeds = [AgentProcess(model, extra=extra).launch() for _ in range(2)]
+    seeds = [AgentProcess(model, extra=extra).launch() for _ in range(3)]
     news = [AgentProcess(model, dummy=True, extra=extra).launch() for _ in range(3)]
     try:
         for a in seeds + news:
@@ -123,6 +126,7 @@ def run(spec: TinyLlamaSpec, repeats: int, bucket_mb: int, cache: Path, link_gbs
 def summarise(times: dict) -> dict:
     med = {c: statistics.median(v) for c, v in times.items()}
     ratios = {"rfork_over_hfx_2seeds": med["rfork"] / med["hfx_2seeds"],
+              "rfork_over_hfx_3seeds": med["rfork"] / med["hfx_3seeds"],
               "rfork_over_hfx_1seed": med["rfork"] / med["hfx_1seed"],
               "fanout3_over_one": med["fanout3"] / med["hfx_2seeds"],
               "nofanout3_over_one": med["nofanout3"] / med["hfx_2seeds"]}
@@ -153,6 +157,7 @@ def table(res: dict) -> str:
         r = setup["ratios"]
         lines += ["", "| ratio | value | target |", "|---|---|---|",
                   f"| R-Fork per-parameter / HFX 2 seeds | {r['rfork_over_hfx_2seeds']:.2f}x | >= 3x |",
+                  f"| R-Fork per-parameter / HFX 3 seeds | {r['rfork_over_hfx_3seeds']:.2f}x | |",
                   f"| R-Fork per-parameter / HFX 1 seed | {r['rfork_over_hfx_1seed']:.2f}x | |",
                   f"| fan-out to 3 / one instance (2 seeds) | {r['fanout3_over_one']:.2f}x | <= 1.5x |",
                   f"| no fan-out to 3 / one instance | {r['nofanout3_over_one']:.2f}x | |"]
@@ -200,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                          intermediate=args.intermediate, vocab=args.vocab)
     if spec.problems():
         p.error("; ".join(f"{f} {m}" for f, m in spec.problems()))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the agents (finally) when terminated
     t0 = time.time()
     res = run(spec, args.repeats, args.bucket_mb, args.cache, args.link_gbs)
     res["wall_s"] = time.time() - t0

@@ -148,7 +148,9 @@ def load_from_peers(targets: list[str], seeds: list[str], *, bucket_mb: int = 25
     if len(set(totals.values())) != 1:
         raise WeightLoadError(f"seeds hold different weights: {totals}")
     checksum = totals[seeds[0]]
-    cfg = PlanConfig(bucket_bytes=bucket_mb * MIB, max_recv_streams=max_recv_streams, fanout=fanout)
+    # at least 16 buckets, a multiple of the seed count: every seed is busy in every round of a 1-target load
+    cfg = PlanConfig(bucket_bytes=bucket_mb * MIB, min_buckets=-(-16 // len(seeds)) * len(seeds),
+                     max_recv_streams=max_recv_streams, fanout=fanout)
     run = _Run(peers, params, cfg, backend or ref_backend, timeout_s, poll_s)
     attempts = run.transfer(list(targets), list(seeds), max_attempts)
     transfer_s = sum(a.seconds for a in attempts)

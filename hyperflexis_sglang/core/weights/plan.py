@@ -137,8 +137,8 @@ def make_buckets(params: Sequence[ParamSpec], cfg: PlanConfig = PlanConfig()) ->
     """
     _check_params(params)
     total = sum(p.nbytes for p in params)
-    size = min(cfg.bucket_bytes, max(cfg.min_bucket_bytes, -(-total // cfg.min_buckets)))
-    size = max(64, size - size % 64)
+    split = -(-max(cfg.min_bucket_bytes, -(-total // cfg.min_buckets)) // 64) * 64  # rounded up: no tiny tail
+    size = max(64, min(cfg.bucket_bytes - cfg.bucket_bytes % 64, split))
     by_dtype: dict[str, list[ParamSpec]] = {}
     for p in params:
         by_dtype.setdefault(p.dtype, []).append(p)
