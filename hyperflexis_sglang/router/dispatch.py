@@ -158,6 +158,8 @@ class Dispatcher:
                 prefill.task.cancel()
             raise
         out_headers = {"x-request-id": rid, "x-hfx-worker": worker.url}
+        if not math.isnan(plan.predicted_ttft_s):
+            out_headers["x-hfx-predicted-ttft-ms"] = f"{plan.predicted_ttft_s * 1e3:.1f}"
         if prefill is not None:
             out_headers["x-hfx-prefill-worker"] = plan.workers[0].url
         if parsed.stream and resp.status_code == 200:
