@@ -66,14 +66,17 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def outcome_dict(o: Outcome) -> dict:
-    return {"index": o.index, "cls": o.cls, "status": o.status, "error": o.error, "tokens": o.tokens,
+def outcome_dict(o: Outcome, t0: float = 0.0) -> dict:
+    """One request for the JSON file; ``arrival`` in seconds from ``t0`` (the first arrival)."""
+    return {"index": o.index, "cls": o.cls, "arrival": round(o.arrival - t0, 6), "status": o.status,
+            "error": o.error, "tokens": o.tokens,
             "ttft": o.ttft, "tpot": o.tpot, "e2e": o.e2e, "send_lag": round(o.send_lag, 6), "met": o.met,
             "met_per_token": o.met_per_token, "token_times": [list(p) for p in o.token_times]}
 
 
 def write_json(path: str, summary: dict, outcomes: Sequence[Outcome], meta: dict) -> None:
-    doc = {"meta": meta, "summary": summary, "requests": [outcome_dict(o) for o in outcomes]}
+    t0 = min((o.arrival for o in outcomes), default=0.0)
+    doc = {"meta": meta, "summary": summary, "requests": [outcome_dict(o, t0) for o in outcomes]}
     write_atomic(path, (json.dumps(json_safe(doc), indent=1, default=str) + "\n").encode())
 
 

@@ -95,6 +95,7 @@ def test_percentiles_of_no_values_are_nan_in_stats_and_null_in_json(tmp_path):
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["summary"]["classes"]["overall"]["ttft_p50"] is None
     assert doc["requests"][0]["error"] == "connection: ConnectError: NaN"
+    assert doc["requests"][0]["arrival"] == 0.0
 
 
 def test_png_is_written(tmp_path):
