@@ -22,9 +22,11 @@ A seed keeps serving while it sends (it only reads its parameters).
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterable
@@ -129,7 +131,6 @@ class WeightAgent:
         return {"session": req.session, "store_port": sess.store.port if sess.store is not None else None}
 
     def _run(self, sess: Session) -> None:
-        import time
         req = sess.req
         t0 = time.perf_counter()
         try:
@@ -175,7 +176,6 @@ def _receives(req: SessionRequest) -> bool:
 
 def _finish_barrier(group: transport.Group, req: SessionRequest) -> None:
     """Wait (bounded) until every rank finished, so no socket closes under a peer still reading."""
-    import datetime
     store = group.store
     store.set(f"hfx-weights/{req.session}/done/{req.rank}", b"1")
     try:
