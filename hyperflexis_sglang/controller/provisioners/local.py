@@ -9,8 +9,9 @@ free bootstrap port (prefill always; every P/D instance when the runtime role
 switch is on, because SGLang then runs a bootstrap server on each).
 
 Weights: ``disk`` starts normally; ``peer`` starts with ``--load-format dummy``
-and ``HFX_WEIGHTS_GATE=1`` (it answers 503 until its weights are verified), and
-the controller then pulls the weights from running peers (D2D loader). Every
+(random weights: it must not serve yet) and the controller pulls the weights
+from running peers (D2D loader); the instance reaches the router only after
+the loader verified its checksums (``link_steps``). Every
 instance runs the weight agent (``HFX_WEIGHTS_AGENT=1``) so it can be a seed.
 """
 
@@ -86,7 +87,6 @@ class LocalProvisioner:
             env["HFX_WEIGHTS_AGENT"] = "1"
         if weight_source == "peer":
             args += ["--load-format", "dummy"]
-            env["HFX_WEIGHTS_GATE"] = "1"
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
         server = SGLangServer(self.cfg.model, hfx=self.cfg.hfx, extra_args=args, env=env, name=f"{iid}-{role}",
