@@ -46,7 +46,8 @@ def _configs(spec: str, flag: str, ap: argparse.ArgumentParser) -> list[tuple[st
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=("all", "overhead", "slo"), default="all")
+    ap.add_argument("--part", choices=("all", "overhead", "slo", "report"), default="all",
+                    help="report: only re-render router.md/png from router.json")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--overhead-routers", default="sglang-router/round_robin,sglang-router/cache_aware,"
                     "hfx-router/round_robin,hfx-router/hfx")
