@@ -117,7 +117,8 @@ def png(doc: dict, path: str) -> None:
         vals = [o["direct"]["sustained_rps"], *(m["sustained_rps"] for m in o["routers"].values())]
         axes[0].barh(names, vals, color="tab:gray")
         axes[0].axvline(TARGET_RPS, color="red", linestyle="--", label="target 1,000 req/s")
-        axes[0].set_xlabel("sustained req/s (closed loop, echo backends)")
+        axes[0].set_xscale("log")
+        axes[0].set_xlabel("sustained req/s (closed loop, echo backends, log scale)")
         axes[0].legend(fontsize=8)
     if "slo" in doc:
         runs = doc["slo"]["runs"]
