@@ -7,7 +7,7 @@ lengths scaled down by ``--len-scale`` (CPU-sized), SLO classes drawn from
 the mix with the CPU-scaled targets of ``hyperflexis_sglang/testing/classes.py``
 (seed 0). Each request streams from ``/generate``; TTFT and TPOT are measured
 by the client. The servers run one at a time (the other idle) so they do not
-share the 2 cores. Writes ``bench/results/live_cpu.{md,json}``.
+share the 2 cores. Writes ``bench/results/NAME.{md,json}`` (``--name``, default ``live_cpu``).
 
     python bench/live/run.py [--requests 80] [--rate-scale 8] [--len-scale 8]
 """
@@ -94,6 +94,7 @@ def main() -> int:
     ap.add_argument("--len-scale", type=int, default=8)
     ap.add_argument("--mix", default="interactive:0.2,standard:0.5,batch:0.3")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--name", default="live_cpu", help="result file stem (default live_cpu)")
     args = ap.parse_args()
     rows = load_trace(Path(args.traces_dir) / "azure_conv_2023.csv", args.requests)
     reqs = stream(rows, args)
@@ -116,7 +117,7 @@ def main() -> int:
             server.stop()
     md = [f"# Live CPU benchmark: stock SGLang vs HFX plugin\n",
           f"Produced by `python bench/live/run.py --requests {args.requests} --rate-scale {args.rate_scale:g} "
-          f"--len-scale {args.len_scale}` on a 2-core CPU machine, tiny generated Llama model, "
+          f"--len-scale {args.len_scale} --name {args.name}` on a 2-core CPU machine, tiny generated Llama model, "
           f"SGLang 0.5.23 (HFX with `--enable-mixed-chunk`). Azure 2023 conversation trace, first "
           f"{args.requests} requests, arrivals x{args.rate_scale:g}, lengths /{args.len_scale}; classes "
           f"{args.mix} with CPU-scaled targets (`hyperflexis_sglang/testing/classes.py`).\n",
@@ -134,8 +135,8 @@ def main() -> int:
            f"HFX scheduler state after the run: {overhead} (hook_overhead = time in HFX hooks / iteration time)."]
     text = "\n".join(md) + "\n"
     print(text)
-    write_atomic(str(Path(args.out) / "live_cpu.md"), text.encode())
-    write_atomic(str(Path(args.out) / "live_cpu.json"),
+    write_atomic(str(Path(args.out) / f"{args.name}.md"), text.encode())
+    write_atomic(str(Path(args.out) / f"{args.name}.json"),
                  (json.dumps({"args": vars(args), "runs": runs, "hfx_state": overhead}, indent=1, default=str)
                   + "\n").encode())
     return 0
