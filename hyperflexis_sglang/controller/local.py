@@ -20,6 +20,10 @@ import urllib.request
 from pathlib import Path
 
 CPU_ARGS = ["--device", "cpu", "--model-impl", "transformers", "--max-total-tokens", "4096"]
+# An idle SGLang scheduler busy-polls a core; on a small CPU machine running several servers that core is
+# taken from the busy ones. Collocated CPU servers sleep while idle (woken by the next request); P/D
+# servers keep polling (KV transfers arrive outside the sockets the idle sleeper watches).
+CPU_IDLE_ARGS = ["--sleep-on-idle"]
 
 
 def free_port() -> int:
@@ -47,7 +51,9 @@ class SGLangServer:
         self.log_path = Path(tempfile.mkstemp(prefix=f"hfx-{name}-", suffix=".log")[1])
 
     def command(self) -> list[str]:
+        idle = CPU_IDLE_ARGS if self.cpu and "--disaggregation-mode" not in self.args else []
         return [sys.executable, "-m", "sglang.launch_server", "--model-path", self.model, *(CPU_ARGS if self.cpu else []),
+                *idle,
                 "--host", "127.0.0.1", "--port", str(self.port), *self.args]
 
     def start(self, timeout: float = 240.0) -> "SGLangServer":
