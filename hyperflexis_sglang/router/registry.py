@@ -120,7 +120,8 @@ class Worker:
 
     @property
     def kv_free(self) -> int:
-        return max(self.polled["capacity"] - self.polled["used"] - self.sent_tokens, 0)
+        # as in the simulator: free KV now; requests sent since the poll wait in the queue first
+        return max(self.polled["capacity"] - self.polled["used"], 0)
 
     # ---- accounting --------------------------------------------------------
     def sent_one(self, tokens: int) -> None:

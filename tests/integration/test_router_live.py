@@ -259,8 +259,9 @@ def test_workers_remove_drains_then_add_back(cli_router, servers):
     stock, hfx = servers
     base = cli_router.url
     enc = urllib.parse.quote(stock.url, safe="")
-    results = run_parallel([lambda: call("POST", base + "/generate", greedy(f"drain {i}", 24, ignore_eos=True))
-                            for i in range(4)] + [lambda: (time.sleep(0.4), call("DELETE", base + f"/workers/{enc}"))[1]])
+    remove = [lambda: (time.sleep(0.4), call("DELETE", base + f"/workers/{enc}"))[1]]
+    results = run_parallel([lambda i=i: call("POST", base + "/generate", greedy(f"drain {i}", 24, ignore_eos=True))
+                            for i in range(4)] + remove)
     *served, (status, removed, _) = results
     assert status in (200, 202) and removed["status"] in ("removed", "draining"), removed
     assert all(r[0] == 200 and r[1]["meta_info"]["completion_tokens"] == 24 for r in served), served
@@ -277,25 +278,39 @@ def test_workers_remove_drains_then_add_back(cli_router, servers):
         {stock.url, hfx.url}
 
 
-def test_admission_429_under_overload_and_queue_timeout(servers, tmp_path):
+def router_rejected(result) -> bool:
+    status, body, _ = result
+    return status == 429 and (body.get("error") or {}).get("code") == "slo_unattainable"  # not the plugin's 429
+
+
+def test_admission_429_under_overload_and_queue_timeout(servers):
+    """Predictions use the worker's reported model (fitted or the generic pre-fit one), so the target
+    is set from the router's own idle prediction: idle, an interactive request is dispatched (the
+    worker may still reject it itself); under a burst of batch requests it is answered 429 by the
+    router. A tiny model on a CPU clears a burst in moments, so the router counts one token per
+    character and polls every 5 s: the burst's work stays in its view while the probes arrive."""
     _, hfx = servers
-    with RouterThread(["--worker-urls", hfx.url, "--policy", "hfx"]) as r:
+    with RouterThread(["--worker-urls", hfx.url, "--policy", "hfx", "--hfx-chars-per-token", "1",
+                       "--hfx-load-poll-interval-ms", "5000"]) as r:
         status, out, hdrs = call("POST", r.url + "/generate", greedy("Hi", 2), {"x-slo-class": "interactive",
                                                                                "x-slo-ttft-ms": "60000"})
-        idle_ms = float(hdrs["x-hfx-predicted-ttft-ms"])  # from the worker's own (fitted) model
-        tight = {"x-slo-class": "interactive", "x-slo-ttft-ms": f"{2 * idle_ms + 1:.0f}"}
-        status, out, _ = call("POST", r.url + "/generate", greedy("Hi", 2), tight)
-        assert status == 200, out  # idle: predicted in time
+        assert status == 200, out
+        tight = {"x-slo-class": "interactive",
+                 "x-slo-ttft-ms": f"{1.8 * float(hdrs['x-hfx-predicted-ttft-ms']) + 1:.0f}"}
+        idle = call("POST", r.url + "/generate", greedy("Hi", 2), tight)
+        assert not router_rejected(idle), idle
         burst = [lambda i=i: call("POST", r.url + "/generate", greedy(" ".join(f"w{(i * 7 + k) % 97}"
-                                                                               for k in range(400)), 4),
-                                  {"x-slo-class": "batch"}) for i in range(16)]
-        late = [lambda: (time.sleep(0.5), call("POST", r.url + "/generate", greedy("Hi", 2), tight))[1]]
-        *loaded, rejected = run_parallel(burst + late)
-        assert rejected[0] == 429, rejected
-        err = rejected[1]["error"]
-        assert err["code"] == "slo_unattainable" and "'interactive'" in err["message"] and "predicted TTFT" in \
-            err["message"], err
-        assert all(x[0] == 200 for x in loaded), [x[0] for x in loaded]  # best effort: never rejected
+                                                                               for k in range(300)), 2),
+                                  {"x-slo-class": "batch"}, timeout=300) for i in range(12)]
+        probes = [lambda d=d: (time.sleep(0.3 * d), call("POST", r.url + "/generate", greedy("Hi", 2), tight))[1]
+                  for d in range(1, 7)]
+        out = run_parallel(burst + probes)
+        loaded, probed = out[:12], out[12:]
+        assert all(not isinstance(x, Exception) and x[0] == 200 for x in loaded), loaded  # best effort: served
+        rejected = [p for p in probed if router_rejected(p)]
+        assert rejected, probed
+        err = rejected[0][1]["error"]
+        assert "'interactive'" in err["message"] and "predicted TTFT" in err["message"], err
     with RouterThread(["--worker-urls", hfx.url, "--policy", "round_robin", "--max-concurrent-requests", "1",
                        "--queue-size", "1", "--queue-timeout-secs", "0.5"]) as r:
         t0 = time.monotonic()
@@ -342,7 +357,8 @@ def test_sigterm_drains_in_flight_streams(servers):
                                    on_first=lambda: (box.setdefault("t", time.monotonic()),
                                                      r.proc.send_signal(signal.SIGTERM)))
         assert status == 200 and done and events[-1]["meta_info"]["completion_tokens"] == 40
-        assert r.proc.wait(30) == 0
+        assert r.proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
+        assert "timeout graceful shutdown exceeded" not in r.output()
     finally:
         r.stop()
 

@@ -91,7 +91,7 @@ def test_optimistic_load_accounting():
     w.update_load({"running": 2, "waiting": 1, "waiting_tokens": 100, "running_kv": 50, "used": 150,
                    "capacity": 1000})
     w.sent_one(40)
-    assert (w.num_waiting, w.waiting_tokens, w.kv_free, w.inflight) == (2, 140, 810, 1)
+    assert (w.num_waiting, w.waiting_tokens, w.kv_free, w.inflight) == (2, 140, 850, 1)
     w.update_load({**w.polled})
     assert (w.num_waiting, w.inflight) == (1, 1)
 
