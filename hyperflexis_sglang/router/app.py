@@ -142,6 +142,7 @@ def create_app(cfg: RouterConfig) -> FastAPI:
             raw = await read_body(request, cfg.max_payload_size)
             parsed = parse(kind, raw, request.headers, state.catalog, rid, cfg.hfx_chars_per_token,
                            cfg.hfx_prefix_block_tokens)
+            state.metrics.class_requests.labels(parsed.route.slo.cls).inc()
             resp = await d.handle(endpoint, endpoint, parsed, request.headers, rid, arrival)
         except RouterHTTPError as e:
             resp = e.response(rid)

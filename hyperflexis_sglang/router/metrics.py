@@ -17,6 +17,8 @@ class Metrics:
                                   "to the first byte of the worker's answer)", ["endpoint"], buckets=b, registry=r)
         self.overhead = Histogram("hfx_router_overhead_seconds", "router time before the worker request is sent "
                                   "(parse, SLO, routing, admission wait)", buckets=b, registry=r)
+        self.class_requests = Counter("hfx_router_class_requests", "valid inference requests received, by SLO class "
+                                      "(the scaling controller's per-class arrival rates)", ["slo_class"], registry=r)
         self.rejections = Counter("hfx_router_rejections", "requests refused by the router, by SLO class and reason",
                                   ["slo_class", "reason"], registry=r)
         self.retries = Counter("hfx_router_retries", "retried worker requests, by worker", ["worker"], registry=r)

@@ -125,3 +125,20 @@ def test_missing_api_key_is_401():
     assert no_key.status_code == wrong.status_code == 401
     assert orjson.loads(no_key.content)["error"]["type"] == "authentication_error"
     assert ok.status_code == 200 and open_.status_code == 200
+
+
+def test_valid_requests_are_counted_by_slo_class():
+    """The controller's per-class arrival rates come from this counter (header or body SLO, invalid ones not)."""
+    cfg, _ = parse_args(["--worker-urls", "http://127.0.0.1:9", "--disable-retries"])
+    app = create_app(cfg)
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r") as c:
+            await c.post("/generate", content=b'{"text": "x"}', headers={"x-slo-class": "interactive"})
+            await c.post("/v1/completions", content=b'{"prompt": "x", "custom_params": {"slo": {"class": "batch"}}}')
+            await c.post("/generate", content=b'{"text": "x"}', headers={"x-slo-class": "nope"})  # 400: not counted
+            return (await c.get("/metrics")).text
+    text = asyncio.run(go())
+    counts = {line.split('"')[1]: float(line.split()[-1]) for line in text.splitlines()
+              if line.startswith("hfx_router_class_requests_total{")}
+    assert counts == {"interactive": 1.0, "batch": 1.0}
