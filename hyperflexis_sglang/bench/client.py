@@ -78,6 +78,14 @@ class _Stream:
             self.tokens = count
             self.times.append((now, count))
 
+    def finish(self) -> int:
+        """Output tokens. OpenAI-style chunks may carry several tokens (or none visible), so counting chunks
+        can fall short of the server's count: the missing tokens arrived by the last chunk."""
+        tokens = self.reported if self.reported is not None else self.tokens
+        if self.times and self.times[-1][1] < tokens:
+            self.times[-1] = (self.times[-1][0], tokens)
+        return tokens
+
     def _count(self, chunk: dict) -> int:
         if self.endpoint == "generate":
             reason = chunk.get("meta_info", {}).get("finish_reason") or {}
@@ -127,7 +135,7 @@ async def send(client: httpx.AsyncClient, base_url: str, endpoint: str, req: Pla
         acc.error = f"connection: {type(e).__name__}: {e}"[:200]
     except (json.JSONDecodeError, ValueError) as e:
         acc.error = f"bad stream: {e}"[:200]
-    tokens = acc.reported if acc.reported is not None else acc.tokens
+    tokens = acc.finish()
     if not acc.error and tokens != req.max_tokens:
         acc.error = f"incomplete: {tokens} of {req.max_tokens} tokens"
     met, met_tok = _verdicts(req.slo, arrival, acc.times, tokens, acc.error)
