@@ -92,23 +92,26 @@ def add_worker_routes(app: FastAPI, state, check_api_key) -> None:
     @app.get("/workers/{worker_id:path}")
     @guard
     async def get_worker(request: Request, worker_id: str):
-        w = state.registry.find(worker_id)
-        if w is None:
-            raise RouterHTTPError(404, f"no worker {worker_id!r}", "worker_id", "not_found")
-        return _json(w.info(time.monotonic()))
+        return _json(_find(state, worker_id).info(time.monotonic()))
 
     @app.delete("/workers/{worker_id:path}")
     @guard
     async def remove_worker(request: Request, worker_id: str):
-        w = state.registry.find(worker_id)
-        if w is None:
-            raise RouterHTTPError(404, f"no worker {worker_id!r}", "worker_id", "not_found")
+        w = _find(state, worker_id)
         w.draining = True
         if w.inflight == 0:
             _forget(state, w)
             return _json({"status": "removed", "worker_id": w.id, "url": w.url})
         asyncio.get_running_loop().create_task(_drain(state, w))
         return _json({"status": "draining", "worker_id": w.id, "url": w.url, "inflight": w.inflight}, 202)
+
+
+def _find(state, worker_id: str):
+    """The registered worker with this id (or URL), else a 404."""
+    w = state.registry.find(worker_id)
+    if w is None:
+        raise RouterHTTPError(404, f"no worker {worker_id!r}", "worker_id", "not_found")
+    return w
 
 
 def _forget(state, w) -> None:

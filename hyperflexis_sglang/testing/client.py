@@ -36,6 +36,21 @@ class Timing:
         return (self.done - self.first) / (self.tokens - 1)
 
 
+def sse_data(resp):
+    """The ``data:`` payloads (bytes) of an SSE response, in order, ``b"[DONE]"`` last when the server sent it."""
+    while True:
+        line = resp.readline()
+        if not line:
+            return
+        line = line.strip()
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        yield data
+        if data == b"[DONE]":
+            return
+
+
 def stream_generate(url: str, body: dict, timeout: float = 300.0) -> Timing:
     u = urlparse(url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
@@ -48,15 +63,7 @@ def stream_generate(url: str, body: dict, timeout: float = 300.0) -> Timing:
         t.error = resp.read().decode(errors="replace")
         conn.close()
         return t
-    buf = b""
-    while True:
-        line = resp.readline()
-        if not line:
-            break
-        line = line.strip()
-        if not line.startswith(b"data:"):
-            continue
-        data = line[5:].strip()
+    for data in sse_data(resp):
         if data == b"[DONE]":
             break
         chunk = json.loads(data)
@@ -71,7 +78,6 @@ def stream_generate(url: str, body: dict, timeout: float = 300.0) -> Timing:
         reason = meta.get("finish_reason") or {}
         if isinstance(reason, dict) and reason.get("type") == "abort":
             t.error = reason.get("message", "aborted")
-    del buf
     conn.close()
     return t
 

@@ -27,6 +27,7 @@ import uvicorn
 from hyperflexis_sglang.controller.local import SGLangServer, free_port
 from hyperflexis_sglang.router.app import create_app
 from hyperflexis_sglang.router.cli import parse_args
+from hyperflexis_sglang.testing.client import sse_data
 
 pytestmark = pytest.mark.integration
 PROMPTS = ["Hello world", "The quick brown fox jumps over the lazy dog"]
@@ -56,14 +57,7 @@ def sse(base: str, path: str, body: dict, headers=None, timeout=120.0, on_first=
     if resp.status != 200:
         return resp.status, [json.loads(resp.read() or b"{}")], False
     events, done = [], False
-    while True:
-        line = resp.readline()
-        if not line:
-            break
-        line = line.strip()
-        if not line.startswith(b"data:"):
-            continue
-        data = line[5:].strip()
+    for data in sse_data(resp):
         if data == b"[DONE]":
             done = True
             break
