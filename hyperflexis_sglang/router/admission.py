@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import time
 
 from ..core.routing import DISPATCH, REJECT, AdmissionInput, decide, queue_key
@@ -24,6 +25,7 @@ RECHECK_S = 0.25  # a held request re-decides at least this often
 class HoldQueue:
     def __init__(self):
         self._heap: list = []
+        self._ties = itertools.count()  # a request re-queued with its old key must not compare futures
         self.live = 0
 
     def __len__(self) -> int:
@@ -31,7 +33,10 @@ class HoldQueue:
 
     async def wait(self, key: tuple, timeout: float) -> None:
         fut = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._heap, (key, fut))
+        if len(self._heap) > 2 * self.live + 64:  # drop entries of waits that already ended
+            self._heap = [e for e in self._heap if not e[2].done()]
+            heapq.heapify(self._heap)
+        heapq.heappush(self._heap, (key, next(self._ties), fut))
         self.live += 1
         try:
             await asyncio.wait_for(fut, timeout)
@@ -46,7 +51,7 @@ class HoldQueue:
         """Wake the first ``n`` waiters (all if None), in queue order."""
         woken = 0
         while self._heap and (n is None or woken < n):
-            _, fut = heapq.heappop(self._heap)
+            _, _, fut = heapq.heappop(self._heap)
             if not fut.done():
                 fut.set_result(None)
                 woken += 1
