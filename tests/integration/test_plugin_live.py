@@ -105,9 +105,15 @@ def attainment(ts, cls) -> float:
 
 
 def test_tight_class_overtakes_loose_requests_sent_earlier(servers):
-    """Overload: loose requests first, tight ones 0.3 s later. HFX serves the tight ones first."""
+    """Overload: loose requests first, tight ones 0.1 s later. HFX serves the tight ones first.
+
+    The loose burst (64 x ~300 prompt tokens, 32 output tokens) is several times the 4096-token KV
+    pool, so it is admitted in waves and a tight request sent behind it waits for all of them under
+    first come first served, however fast the machine (a burst that fits in one wave made the
+    comparison a coin toss on a fast CI machine).
+    """
     stock, hfx = servers
-    runs = {name: burst(s, loose=32, tight=6, gap_s=0.3, prompt_words=100, out_tokens=16)
+    runs = {name: burst(s, loose=64, tight=6, gap_s=0.1, prompt_words=150, out_tokens=32)
             for name, s in (("stock", stock), ("hfx", hfx))}
     ttft = {name: {cls: median([t.ttft for t in ts if not t.error]) for cls, ts in r.items()}
             for name, r in runs.items()}
