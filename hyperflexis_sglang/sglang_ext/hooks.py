@@ -179,7 +179,7 @@ def make_adder_class(base, add_req_result):
             snap = EngineSnapshot(now, _Views(sched.waiting_queue, st), running, kv_free, st.perf, chunked,
                                   self.new_token_ratio, st.mode)
             plan = st.policy.plan(snap)
-            st.last_plan_reason = plan.reason
+            st.planned(now, plan, len(sched.waiting_queue), len(running))
             self._hfx_allow = {item.rid: item.tokens for item in plan.prefill}
             if plan.verdicts:
                 self._hfx_verdicts(st, sched, plan.verdicts, now)

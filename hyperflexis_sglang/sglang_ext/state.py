@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import time
 from dataclasses import replace
 
@@ -29,6 +30,7 @@ GENERIC = PerfModel(base=3e-3, per_prefill_token=2e-5, per_attn_pair=1e-9, per_p
 MAX_ITERATION_S = 30.0  # gaps longer than this are idle time, not an iteration
 TRUSTED_FIT_ERROR = 0.25  # median relative error under which predictive verdicts are applied
 TRUSTED_MIN_SAMPLES = 256  # ... and at least this many measured iterations
+RECENT_PLANS = 64  # iteration plans kept for /server_info
 
 
 def engine_mode(disaggregation_mode) -> str:
@@ -73,6 +75,16 @@ class PluginState:
         self.invalid = 0
         self._last: tuple[float, tuple] | None = None
         self.last_plan_reason = ""
+        self.plan_reasons: collections.Counter = collections.Counter()  # why each iteration's walk stopped
+        self.recent_plans: collections.deque = collections.deque(maxlen=RECENT_PLANS)
+
+    def planned(self, now: float, plan, waiting: int, running: int) -> None:
+        """Record one iteration's plan: why it stopped, and what it admitted (reported for debugging)."""
+        self.last_plan_reason = plan.reason
+        self.plan_reasons[plan.reason] += 1
+        self.recent_plans.append((round(now, 4), plan.reason, len(plan.prefill), sum(i.tokens for i in plan.prefill),
+                                  waiting, running, plan.budget_s if plan.budget_s < math.inf else None,
+                                  plan.predicted_s))
 
     # ---- calibration ---------------------------------------------------
     def iteration_started(self, now: float, composition: tuple) -> None:
@@ -123,6 +135,9 @@ class PluginState:
             "perf_model": self.perf.to_dict(), "fits": self.fits, "fit_median_rel_error": self.fit_error,
             "samples": len(self.samples), "model_trusted": self.model_trusted(),
             "last_plan_reason": self.last_plan_reason,
+            "plan_reasons": dict(self.plan_reasons),
+            "recent_plans": [dict(zip(("t", "reason", "prefill_reqs", "prefill_tokens", "waiting", "running",
+                                       "budget_s", "predicted_s"), p)) for p in self.recent_plans],
             "slo_classes": {k: vars(v) for k, v in self.catalog.classes.items()},
             "cpu_pd_fix": list(APPLIED),
         }

@@ -62,3 +62,22 @@ def test_decode_prealloc_queue_sorted_by_decode_key(monkeypatch):
     empty = SimpleNamespace(queue=[], scheduler=SimpleNamespace())
     hooks.decode_prealloc_order(empty)
     assert st.fired["decode_order"] == 1  # an empty queue is not counted
+
+
+def test_plans_are_counted_and_the_recent_ones_reported_as_json():
+    import json
+
+    from hyperflexis_sglang.core.scheduling.types import IterationPlan, PrefillItem
+    from hyperflexis_sglang.sglang_ext.state import RECENT_PLANS
+    st = PluginState(PluginConfig(enable=True), SimpleNamespace(disaggregation_mode="null"), 4096, 8)
+    st.planned(1.0, IterationPlan(prefill=(PrefillItem("a", 100, True), PrefillItem("b", 28, False)),
+                                  reason="chunked"), waiting=5, running=2)
+    for i in range(RECENT_PLANS + 3):
+        st.planned(2.0 + i, IterationPlan(decode=True, reason="decode (KV cache full)", budget_s=0.05), 4, 3)
+    rep = json.loads(json.dumps(st.report(), allow_nan=False))  # no Infinity: strict JSON
+    assert rep["plan_reasons"] == {"chunked": 1, "decode (KV cache full)": RECENT_PLANS + 3}
+    assert len(rep["recent_plans"]) == RECENT_PLANS and rep["last_plan_reason"] == "decode (KV cache full)"
+    assert rep["recent_plans"][-1]["budget_s"] == 0.05 and rep["recent_plans"][-1]["running"] == 3
+    st.planned(99.0, IterationPlan(prefill=(PrefillItem("c", 7, True),), reason="queue empty"), 0, 0)
+    last = st.report()["recent_plans"][-1]
+    assert (last["prefill_reqs"], last["prefill_tokens"], last["budget_s"]) == (1, 7, None)
