@@ -48,6 +48,11 @@ def stream(rows, args) -> list[dict]:
     return out
 
 
+def prompt(i: int, words: int) -> str:
+    """Request ``i``'s prompt: ``words`` words "w<n>", starting at a different word per request."""
+    return " ".join(f"w{(i * 13 + k) % 211}" for k in range(words))
+
+
 def replay(server: SGLangServer, reqs: list[dict]) -> list[dict]:
     results: list[dict] = [None] * len(reqs)  # type: ignore[list-item]
     t0 = time.perf_counter() + 0.5
@@ -56,8 +61,7 @@ def replay(server: SGLangServer, reqs: list[dict]) -> list[dict]:
         delay = t0 + r["t"] - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        text = " ".join(f"w{(i * 13 + k) % 211}" for k in range(r["words"]))
-        t = stream_generate(server.url, {"text": text, "sampling_params": {
+        t = stream_generate(server.url, {"text": prompt(i, r["words"]), "sampling_params": {
             "max_new_tokens": r["out"], "temperature": 0, "ignore_eos": True,
             "custom_params": {"slo": {"class": r["cls"]}}}})
         slo = r["slo"]

@@ -1,0 +1,241 @@
+"""Simulator fidelity: the live CPU request stream, measured on SGLang and replayed in the simulator.
+
+The stream of ``run.py`` (same arrivals, lengths and SLO classes) runs on a
+stock SGLang server and on an HFX one (``run.py``'s ``replay``, one server at
+a time). Then the identical stream runs in the simulator: one replica with
+the live engine's settings read from ``/server_info`` (chunked prefill size,
+max prefill tokens, max running requests, mixed chunk, page size, KV pool
+size), the same policy objects (``sglang-fcfs`` for stock, ``hfx``) built by
+the same registry as the plugin, prompt lengths counted by the model's own
+tokenizer, and the performance model the HFX plugin fitted online on this
+engine (stock SGLang fits none; both servers run the same model on the same
+CPU, so the HFX server's fit serves both). Reports measured vs simulated
+TTFT/TPOT p50/p99 and attainment per class with relative errors, and the
+targets (p50 within 15%, p99 within 25%). Writes ``bench/results/NAME.{md,json,png}``.
+
+    python bench/live/fidelity.py [--requests 120] [--rate-scale 20] [--len-scale 2] [--name fidelity]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run import ROOT, prompt, replay, stream, summarize  # noqa: E402
+
+from hyperflexis_sglang.controller.local import SGLangServer  # noqa: E402
+from hyperflexis_sglang.core.perf_model import PerfModel  # noqa: E402
+from hyperflexis_sglang.core.slo import avg_tpot, meets_slo  # noqa: E402
+from hyperflexis_sglang.sglang_ext.tiny_model import ensure_tiny_model  # noqa: E402
+from hyperflexis_sglang.sim.cli import write_atomic  # noqa: E402
+from hyperflexis_sglang.sim.cluster import Cluster, ClusterConfig  # noqa: E402
+from hyperflexis_sglang.sim.workload import Workload, load_trace  # noqa: E402
+from hyperflexis_sglang.testing.classes import CPU_CLASSES  # noqa: E402
+
+TARGETS = (("p50", ("ttft_p50", "tpot_p50"), 0.15), ("p99", ("ttft_p99", "tpot_p99"), 0.25))
+METRICS = ("ttft_p50", "ttft_p99", "tpot_p50", "tpot_p99")
+SERVERS = (("stock", "sglang-fcfs"), ("hfx", "hfx"))  # (server, simulated policy)
+
+
+def prompt_tokens(reqs: list[dict], model_dir: str) -> list[int]:
+    """Token count of every request's prompt under the served model's tokenizer (BOS included, as SGLang)."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    return [len(tok(prompt(i, r["words"]))["input_ids"]) for i, r in enumerate(reqs)]
+
+
+def sim_workload(reqs: list[dict], tokens: list[int]) -> Workload:
+    """The live stream as a simulator workload: same arrivals, SLOs and output lengths; prompts in tokens."""
+    if len(tokens) != len(reqs):
+        raise ValueError(f"{len(tokens)} token counts for {len(reqs)} requests")
+    return Workload(tuple(r["t"] for r in reqs), tuple(tokens), tuple(r["out"] for r in reqs),
+                    tuple(() for _ in reqs), tuple(r["slo"] for r in reqs))
+
+
+def engine_settings(info: dict) -> dict:
+    """The scheduler limits and KV pool size of a live server, from its ``/server_info``."""
+    state = (info.get("internal_states") or [{}])[0]
+    return {"chunk_size": int(info["chunked_prefill_size"]), "max_prefill_tokens": int(info["max_prefill_tokens"]),
+            "max_running": int(state["effective_max_running_requests_per_dp"]),
+            "mixed": bool(info.get("enable_mixed_chunk")), "page_size": int(info.get("page_size") or 1),
+            "kv_capacity": int(state["memory_usage"]["token_capacity"])}
+
+
+def simulate_stream(wl: Workload, policy: str, settings: dict, perf: PerfModel) -> list[dict]:
+    """Run ``wl`` on one simulated replica like the live engine; per-request results as ``replay`` gives them."""
+    overrides = tuple((k, settings[k]) for k in ("chunk_size", "max_prefill_tokens", "max_running", "mixed",
+                                                    "page_size"))
+    cluster = Cluster(ClusterConfig(policy=policy, router="round_robin", replicas=1, scheduler_overrides=overrides),
+                      replace(perf, kv_capacity_tokens=settings["kv_capacity"]))
+    cluster.run(wl)
+    out = []
+    for i in range(len(wl)):
+        r = cluster.requests[i]
+        done = r.finish_time is not None
+        out.append({"cls": r.slo.cls, "met": meets_slo(r.slo, r.arrival, r.first_token_time, r.finish_time,
+                                                           r.output_len),
+                    "ttft": None if r.first_token_time is None else r.first_token_time - r.arrival,
+                    "tpot": avg_tpot(r.first_token_time, r.finish_time, r.output_len)
+                    if done and r.output_len > 1 else None,
+                    "error": r.reason if r.rejected else ("" if done else "unfinished")})
+    return out
+
+
+def rel_err(sim: float, meas: float) -> float:
+    """Signed relative error of a simulated value against the measured one."""
+    return (sim - meas) / meas if meas else (0.0 if sim == meas else float("inf"))
+
+
+def compare(measured: dict, simulated: dict) -> dict:
+    """Per class: measured and simulated value of every metric, relative errors, attainment difference."""
+    out = {}
+    for cls, m in measured.items():
+        s = simulated[cls]
+        out[cls] = {"n": m["n"], "measured": {k: m[k] for k in (*METRICS, "attainment")},
+                    "simulated": {k: s[k] for k in (*METRICS, "attainment")},
+                    "rel_err": {k: rel_err(s[k], m[k]) for k in METRICS},
+                    "attainment_diff": s["attainment"] - m["attainment"]}
+    return out
+
+
+def verdicts(comparisons: dict) -> list[dict]:
+    """Each target on the overall rows of every server, and on all rows (per class too)."""
+    out = []
+    for name, metrics, tol in TARGETS:
+        for scope in ("overall", "every class"):
+            errs = [abs(c["rel_err"][k]) for cmp in comparisons.values() for cls, c in cmp.items()
+                    if scope != "overall" or cls == "overall" for k in metrics]
+            out.append({"target": f"{name} within {tol:.0%}", "scope": scope, "met": max(errs) <= tol,
+                        "worst": max(errs), "within": sum(e <= tol for e in errs), "of": len(errs)})
+    return out
+
+
+def run_server(name: str, reqs: list[dict], model: str, classes: str) -> dict:
+    """Start one server, warm it up, replay the stream; its results, settings and plugin state."""
+    hfx = name == "hfx"
+    server = SGLangServer(model, hfx=hfx, extra_args=["--enable-mixed-chunk"] if hfx else [],
+                          env={"HFX_SLO_CLASSES": classes}, name=name)
+    try:
+        server.start()
+        replay(server, reqs[:4])  # warm-up (and a first calibration) outside the measurement
+        load_before = os.getloadavg()
+        results = replay(server, reqs)
+        _, one = server.post("/generate", {"text": prompt(0, reqs[0]["words"]),
+                                                "sampling_params": {"max_new_tokens": 1}})
+        return {"results": results, "settings": engine_settings(server.get("/server_info")),
+                "hfx_state": server.hfx_state() if hfx else None, "loadavg_before": load_before,
+                "loadavg_after": os.getloadavg(), "prompt0_tokens": one.get("meta_info", {}).get("prompt_tokens")}
+    finally:
+        server.stop()
+
+
+def _pct(e: float) -> str:
+    return f"{e:+.0%}"
+
+
+def table(comparisons: dict) -> list[str]:
+    md = ["| server | class | n | TTFT p50 meas / sim (err) | TTFT p99 meas / sim (err) | "
+          "TPOT p50 meas / sim (err) | TPOT p99 meas / sim (err) | attainment meas / sim |",
+          "|---|---|---|---|---|---|---|---|"]
+    for name, cmp in comparisons.items():
+        for cls, c in cmp.items():
+            m, s, e = c["measured"], c["simulated"], c["rel_err"]
+            cells = [f"{m[k]:.3f}s / {s[k]:.3f}s ({_pct(e[k])})" if k.startswith("ttft") else
+                     f"{m[k] * 1e3:.1f}ms / {s[k] * 1e3:.1f}ms ({_pct(e[k])})" for k in METRICS]
+            md.append(f"| {name} | {cls} | {c['n']} | {' | '.join(cells)} | "
+                      f"{m['attainment']:.3f} / {s['attainment']:.3f} |")
+    return md
+
+
+def plot_cdfs(live: dict, sims: dict, path: Path) -> None:
+    """Measured vs simulated CDFs of TTFT and TPOT, one row per server."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(sims), 2, figsize=(9, 3.2 * len(sims)), squeeze=False)
+    for row, name in enumerate(sims):
+        for col, metric in enumerate(("ttft", "tpot")):
+            ax = axes[row][col]
+            for label, rs, style in (("measured", live[name]["results"], "-"), ("simulated", sims[name], "--")):
+                xs = sorted(r[metric] for r in rs if r[metric] is not None and not r["error"])
+                ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], style, label=label)
+            ax.set_xscale("log")
+            ax.set_xlabel(f"{metric.upper()} (s)")
+            ax.set_title(f"{name}: {metric.upper()}")
+            ax.grid(alpha=0.3)
+            ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(".tmp-" + path.name)
+    fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--traces-dir", default=str(ROOT.parent / "shared" / "traces"))
+    ap.add_argument("--requests", type=int, default=120)
+    ap.add_argument("--rate-scale", type=float, default=20.0)
+    ap.add_argument("--len-scale", type=int, default=2)
+    ap.add_argument("--mix", default="interactive:0.2,standard:0.5,batch:0.3")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--name", default="fidelity", help="result file stem (default fidelity)")
+    ap.add_argument("--measured", help="re-simulate the live results of an earlier NAME.json (same stream "
+                                       "flags) instead of running the servers")
+    args = ap.parse_args()
+    rows = load_trace(Path(args.traces_dir) / "azure_conv_2023.csv", args.requests)
+    reqs = stream(rows, args)
+    model = str(ensure_tiny_model())
+    tokens = prompt_tokens(reqs, model)
+    if args.measured:
+        live = json.loads(Path(args.measured).read_text())["live"]
+    else:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(CPU_CLASSES, f)
+        live = {name: run_server(name, reqs, model, f.name) for name, _ in SERVERS}
+    perf = PerfModel.from_dict(live["hfx"]["hfx_state"]["perf_model"])
+    wl = sim_workload(reqs, tokens)
+    sims = {name: simulate_stream(wl, policy, live[name]["settings"], perf) for name, policy in SERVERS}
+    comparisons = {name: compare(summarize(live[name]["results"]), summarize(sims[name])) for name, _ in SERVERS}
+    checks = verdicts(comparisons)
+    cmd = (f"python bench/live/fidelity.py --requests {args.requests} --rate-scale {args.rate_scale:g} "
+           f"--len-scale {args.len_scale} --name {args.name}"
+           + (f" --measured {args.measured}" if args.measured else ""))
+    st = live["hfx"]["hfx_state"]
+    md = ["# Simulator fidelity: live CPU SGLang vs the simulator on the same stream\n",
+          f"Live runs: `{cmd}` on a 2-core CPU machine (load average before the stock / HFX measurement: "
+          f"{live['stock']['loadavg_before'][0]:.2f} / {live['hfx']['loadavg_before'][0]:.2f}), tiny generated "
+          f"Llama model, SGLang 0.5.23; Azure 2023 conversation trace, first {args.requests} requests, arrivals "
+          f"x{args.rate_scale:g}, lengths /{args.len_scale}, classes {args.mix} (CPU targets). Simulated with "
+          f"the HFX server's online-fitted model for both servers ({st['fits']} fits on {st['samples']} "
+          f"iterations, median relative error {st['fit_median_rel_error']:.3f}) and each server's own "
+          f"engine settings; prompt tokens from the model's tokenizer "
+          f"({sum(tokens) / sum(r['words'] for r in reqs):.2f} tokens/word; the server counted "
+          f"{live['hfx']['prompt0_tokens']} for request 0, the tokenizer {tokens[0]}).\n",
+          f"Fitted model: {json.dumps({k: v for k, v in st['perf_model'].items() if k != 'name'})}\n",
+          f"Engine settings (stock / hfx): {live['stock']['settings']} / {live['hfx']['settings']}\n",
+          *table(comparisons), "",
+          "Errors are (simulated - measured) / measured. Targets:", ""]
+    md += [f"- {c['target']} ({c['scope']}): {'met' if c['met'] else 'NOT met'} "
+           f"({c['within']}/{c['of']} within, worst {c['worst']:.0%})" for c in checks]
+    text = "\n".join(md) + "\n"
+    print(text)
+    out = Path(args.out)
+    write_atomic(str(out / f"{args.name}.md"), text.encode())
+    write_atomic(str(out / f"{args.name}.json"), (json.dumps(
+        {"args": vars(args), "command": cmd, "tokens": tokens, "perf_model": st["perf_model"],
+         "comparisons": comparisons, "targets": checks, "live": live, "simulated": sims},
+        indent=1, default=str) + "\n").encode())
+    plot_cdfs(live, sims, out / f"{args.name}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
