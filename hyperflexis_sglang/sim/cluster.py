@@ -40,6 +40,7 @@ class ClusterConfig:
     horizon_s: float | None = None  # stop simulating at this time (None: run until all requests end)
     scheduler_overrides: tuple = ()  # (field, value) pairs replacing SchedulerConfig defaults
     autoscale: AutoscaleConfig | None = None  # autoscaling (sim/autoscale.py); None: a fixed fleet
+    ignore_eos: bool = False  # clients send ignore_eos: SGLang reserves KV for all remaining tokens (ratio 1)
 
 
 class Cluster:

@@ -208,8 +208,9 @@ class Replica:
 
     # ---- one iteration ----------------------------------------------------
     def step(self, now: float) -> None:
+        ratio = 1.0 if self.cluster.cfg.ignore_eos else self.ratio  # SGLang: no early-EOS estimate for those
         snap = EngineSnapshot(now, _QueueView(self.waiting), self.running, self.capacity - self.kv_used, self.perf,
-                              self.chunked, self.ratio, self.role, self.running_kv)
+                              self.chunked, ratio, self.role, self.running_kv)
         plan = self.policy.plan(snap)
         self.cluster.observe_plan(self, plan)
         self._apply_verdicts(plan, now)
@@ -218,14 +219,22 @@ class Replica:
         if plan.admit:
             self._admit(plan.admit, now)
         prefill = self._take_prefill(plan)
-        decoding = list(self.running) if plan.decode else []
+        decoding = list(self.running) if plan.decode and self._decode_fits(prefill) else []
         if not prefill and not decoding:
+            self.ratio = INIT_NEW_TOKEN_RATIO  # SGLang's on_idle resets the ratio
             self.busy = bool(self.waiting or self.chunked) and self._stuck_guard(now)
             return
+        if decoding and not prefill and not plan.retract:
+            self.ratio = max(self.ratio - NEW_TOKEN_RATIO_DECAY, MIN_NEW_TOKEN_RATIO)  # only decode steps decay
         dur = self._duration(prefill, decoding)
         self.busy_s += dur
         self.iterations += 1
         self.cluster.at(now + dur, lambda t: self._finish(t, prefill, decoding))
+
+    def _decode_fits(self, prefill: list) -> bool:
+        """SGLang's mixed step: the running rows decode only if the pool holds their next tokens after the
+        prefill was admitted; otherwise they sit out this step (no retraction)."""
+        return not prefill or self.capacity - self.kv_used >= len(self.running)
 
     def _stuck_guard(self, now: float) -> bool:
         """Nothing runnable but requests wait (e.g. KV held by transfers): retry a bit later."""
@@ -321,7 +330,6 @@ class Replica:
                 done.append(r)
         self.running_kv += len(decoding)
         self.kv_used += len(decoding)
-        self.ratio = max(self.ratio - NEW_TOKEN_RATIO_DECAY, MIN_NEW_TOKEN_RATIO)
         if done:
             ended = set(id(r) for r in done)
             self.running = [r for r in self.running if id(r) not in ended]

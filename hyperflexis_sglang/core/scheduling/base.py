@@ -130,7 +130,7 @@ class Scheduler:
             held = 0 if req is snap.chunked else req.cached_len  # a prefix hit leaves the evictable pool
             need = todo + held + reserve + cfg.page_size
             if need >= rem_total:
-                victims = self.preempt(req, snap, need - rem_total, taken)
+                victims = self.preempt(req, snap, need - rem_total, taken) if cfg.preemption else []
                 if not victims:
                     stop = "KV cache full"
                     break

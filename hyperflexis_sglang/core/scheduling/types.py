@@ -94,4 +94,5 @@ class SchedulerConfig:
     mixed: bool = False  # --enable-mixed-chunk: decode rides along prefill iterations
     clip_max_new_tokens: int = 4096  # SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION
     page_size: int = 1  # --page-size; chunk boundaries are multiples of it
+    preemption: bool = True  # the engine retracts running requests the policy's ``preempt`` picks (the plugin cannot)
     extra: dict = field(default_factory=dict)  # policy-specific knobs (documented per policy)
