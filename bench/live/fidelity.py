@@ -1,15 +1,19 @@
 """Simulator fidelity: the live CPU request stream, measured on SGLang and replayed in the simulator.
 
-The stream of ``run.py`` (same arrivals, lengths and SLO classes) runs on a
-stock SGLang server and on an HFX one (``run.py``'s ``replay``, one server at
-a time). Then the identical stream runs in the simulator: one replica with
-the live engine's settings read from ``/server_info`` (chunked prefill size,
-max prefill tokens, max running requests, mixed chunk, page size, KV pool
-size), the same policy objects (``sglang-fcfs`` for stock, ``hfx``) built by
-the same registry as the plugin, prompt lengths counted by the model's own
-tokenizer, and the performance model the HFX plugin fitted online on this
-engine (stock SGLang fits none; both servers run the same model on the same
-CPU, so the HFX server's fit serves both). Reports measured vs simulated
+The stream of ``run.py`` (same arrivals, lengths and SLO classes) runs on
+three servers, one at a time (``run.py``'s ``replay``): stock SGLang, the
+same engine with the plugin calibrating but scheduling as stock
+(``HFX_POLICY=sglang-fcfs``), and HFX (``--enable-mixed-chunk``). Then the
+identical stream runs in the simulator: one replica with the live engine's
+settings read from ``/server_info`` (chunked prefill size, max prefill
+tokens, max running requests, mixed chunk, page size, KV pool size), the
+same policy objects (``sglang-fcfs``, ``hfx``) from the plugin's registry
+without preemption (the plugin cannot preempt), prompt lengths counted by
+the model's own tokenizer, and the performance model the plugin fitted
+online on that engine configuration (stock SGLang fits none: it gets the
+calibrating stock-scheduled server's). Simulated TTFTs include the request
+path outside the engine (HTTP, tokenizer, IPC, streaming), measured on the
+idle server by lone probe requests before the stream. Reports measured vs simulated
 TTFT/TPOT p50/p99 and attainment per class with relative errors, and the
 targets (p50 within 15%, p99 within 25%). Writes ``bench/results/NAME.{md,json,png}``.
 
@@ -31,24 +35,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import ROOT, prompt, replay, stream, summarize  # noqa: E402
 
 from hyperflexis_sglang.controller.local import SGLangServer  # noqa: E402
-from hyperflexis_sglang.core.perf_model import PerfModel  # noqa: E402
+from hyperflexis_sglang.core.perf_model import FEATURES, PerfModel  # noqa: E402
 from hyperflexis_sglang.core.slo import avg_tpot, meets_slo  # noqa: E402
 from hyperflexis_sglang.sglang_ext.tiny_model import ensure_tiny_model  # noqa: E402
 from hyperflexis_sglang.sim.cli import write_atomic  # noqa: E402
 from hyperflexis_sglang.sim.cluster import Cluster, ClusterConfig  # noqa: E402
 from hyperflexis_sglang.sim.workload import Workload, load_trace  # noqa: E402
 from hyperflexis_sglang.testing.classes import CPU_CLASSES  # noqa: E402
+from hyperflexis_sglang.testing.client import stream_generate  # noqa: E402
 
 TARGETS = (("p50", ("ttft_p50", "tpot_p50"), 0.15), ("p99", ("ttft_p99", "tpot_p99"), 0.25))
 METRICS = ("ttft_p50", "ttft_p99", "tpot_p50", "tpot_p99")
-SERVERS = (("stock", "sglang-fcfs"), ("hfx", "hfx"))  # (server, simulated policy)
+# server -> (plugin policy or None for stock SGLang, --enable-mixed-chunk, simulated policy, whose fitted model).
+# Stock SGLang fits no model; "fcfs-plugin" is the same engine with the plugin calibrating and scheduling as stock
+# (a model fitted on HFX's mixed iterations does not transfer: CPU mixed steps cost differently).
+PROBES, PROBE_WORDS = 5, 8  # lone requests on the idle server that measure the path outside the engine
+SERVERS = {"stock": (None, False, "sglang-fcfs", "fcfs-plugin"),
+           "fcfs-plugin": ("sglang-fcfs", False, "sglang-fcfs", "fcfs-plugin"),
+           "hfx": ("hfx", True, "hfx", "hfx")}
 
 
-def prompt_tokens(reqs: list[dict], model_dir: str) -> list[int]:
-    """Token count of every request's prompt under the served model's tokenizer (BOS included, as SGLang)."""
+def prompt_tokens(texts: list[str], model_dir: str) -> list[int]:
+    """Token count of every prompt under the served model's tokenizer (BOS included, as SGLang counts)."""
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(model_dir)
-    return [len(tok(prompt(i, r["words"]))["input_ids"]) for i, r in enumerate(reqs)]
+    return [len(tok(text)["input_ids"]) for text in texts]
+
+
+def frontend_latency(ttfts: list[float], tokens: list[int], perf: PerfModel) -> float:
+    """Median TTFT of lone requests on an idle server beyond their predicted prefill iteration: the HTTP,
+    tokenizer, IPC, detokenizer and streaming path, which the simulator's engine does not see."""
+    extra = sorted(t - perf.prefill_time(n) for t, n in zip(ttfts, tokens))
+    return max(0.0, extra[len(extra) // 2]) if extra else 0.0
 
 
 def sim_workload(reqs: list[dict], tokens: list[int]) -> Workload:
@@ -68,20 +86,23 @@ def engine_settings(info: dict) -> dict:
             "kv_capacity": int(state["memory_usage"]["token_capacity"])}
 
 
-def simulate_stream(wl: Workload, policy: str, settings: dict, perf: PerfModel) -> list[dict]:
-    """Run ``wl`` on one simulated replica like the live engine; per-request results as ``replay`` gives them."""
+def simulate_stream(wl: Workload, policy: str, settings: dict, perf: PerfModel,
+                    frontend_s: float = 0.0) -> list[dict]:
+    """Run ``wl`` on one simulated replica like the live engine; per-request results as ``replay`` gives them,
+    TTFT including ``frontend_s`` of request path outside the engine."""
     overrides = tuple((k, settings[k]) for k in ("chunk_size", "max_prefill_tokens", "max_running", "mixed",
-                                                    "page_size"))
-    cluster = Cluster(ClusterConfig(policy=policy, router="round_robin", replicas=1, scheduler_overrides=overrides),
-                      replace(perf, kv_capacity_tokens=settings["kv_capacity"]))
+                                                    "page_size")) + (("preemption", False),)  # as the plugin
+    cfg = ClusterConfig(policy=policy, router="round_robin", replicas=1, scheduler_overrides=overrides,
+                        ignore_eos=True)  # run.py sends ignore_eos
+    cluster = Cluster(cfg, replace(perf, kv_capacity_tokens=settings["kv_capacity"]))
     cluster.run(wl)
     out = []
     for i in range(len(wl)):
         r = cluster.requests[i]
         done = r.finish_time is not None
-        out.append({"cls": r.slo.cls, "met": meets_slo(r.slo, r.arrival, r.first_token_time, r.finish_time,
-                                                           r.output_len),
-                    "ttft": None if r.first_token_time is None else r.first_token_time - r.arrival,
+        sent = r.arrival - frontend_s
+        out.append({"cls": r.slo.cls, "met": meets_slo(r.slo, sent, r.first_token_time, r.finish_time, r.output_len),
+                    "ttft": None if r.first_token_time is None else r.first_token_time - sent,
                     "tpot": avg_tpot(r.first_token_time, r.finish_time, r.output_len)
                     if done and r.output_len > 1 else None,
                     "error": r.reason if r.rejected else ("" if done else "unfinished")})
@@ -119,19 +140,22 @@ def verdicts(comparisons: dict) -> list[dict]:
 
 def run_server(name: str, reqs: list[dict], model: str, classes: str) -> dict:
     """Start one server, warm it up, replay the stream; its results, settings and plugin state."""
-    hfx = name == "hfx"
-    server = SGLangServer(model, hfx=hfx, extra_args=["--enable-mixed-chunk"] if hfx else [],
-                          env={"HFX_SLO_CLASSES": classes}, name=name)
+    policy, mixed = SERVERS[name][:2]
+    server = SGLangServer(model, hfx=policy is not None, extra_args=["--enable-mixed-chunk"] if mixed else [],
+                          env={"HFX_SLO_CLASSES": classes, "HFX_POLICY": policy or "hfx"}, name=name)
     try:
         server.start()
         replay(server, reqs[:4])  # warm-up (and a first calibration) outside the measurement
+        probes = [stream_generate(server.url, {"text": prompt(i, PROBE_WORDS), "sampling_params": {
+            "max_new_tokens": 2, "temperature": 0, "ignore_eos": True}}).ttft for i in range(PROBES)]
         load_before = os.getloadavg()
         results = replay(server, reqs)
         _, one = server.post("/generate", {"text": prompt(0, reqs[0]["words"]),
-                                                "sampling_params": {"max_new_tokens": 1}})
+                                           "sampling_params": {"max_new_tokens": 1}})
         return {"results": results, "settings": engine_settings(server.get("/server_info")),
-                "hfx_state": server.hfx_state() if hfx else None, "loadavg_before": load_before,
-                "loadavg_after": os.getloadavg(), "prompt0_tokens": one.get("meta_info", {}).get("prompt_tokens")}
+                "hfx_state": server.hfx_state() if policy else None, "probe_ttft": probes,
+                "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                "prompt0_tokens": one.get("meta_info", {}).get("prompt_tokens")}
     finally:
         server.stop()
 
@@ -193,36 +217,52 @@ def main() -> int:
     rows = load_trace(Path(args.traces_dir) / "azure_conv_2023.csv", args.requests)
     reqs = stream(rows, args)
     model = str(ensure_tiny_model())
-    tokens = prompt_tokens(reqs, model)
+    tokens = prompt_tokens([prompt(i, r["words"]) for i, r in enumerate(reqs)], model)
+    probe_tokens = prompt_tokens([prompt(i, PROBE_WORDS) for i in range(PROBES)], model)
+    cmd = (f"python bench/live/fidelity.py --requests {args.requests} --rate-scale {args.rate_scale:g} "
+           f"--len-scale {args.len_scale} --name {args.name}")
     if args.measured:
-        live = json.loads(Path(args.measured).read_text())["live"]
+        saved = json.loads(Path(args.measured).read_text())
+        live, cmd = saved["live"], saved["command"]
     else:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(CPU_CLASSES, f)
-        live = {name: run_server(name, reqs, model, f.name) for name, _ in SERVERS}
-    perf = PerfModel.from_dict(live["hfx"]["hfx_state"]["perf_model"])
+        live = {name: run_server(name, reqs, model, f.name) for name in SERVERS}
     wl = sim_workload(reqs, tokens)
-    sims = {name: simulate_stream(wl, policy, live[name]["settings"], perf) for name, policy in SERVERS}
-    comparisons = {name: compare(summarize(live[name]["results"]), summarize(sims[name])) for name, _ in SERVERS}
+    models = {name: PerfModel.from_dict(live[fitted]["hfx_state"]["perf_model"])
+              for name, (_, _, _, fitted) in SERVERS.items()}
+    frontend = {name: frontend_latency(live[name]["probe_ttft"], probe_tokens, models[name]) for name in SERVERS}
+    sims = {name: simulate_stream(wl, SERVERS[name][2], live[name]["settings"], models[name], frontend[name])
+            for name in SERVERS}
+    comparisons = {name: compare(summarize(live[name]["results"]), summarize(sims[name])) for name in SERVERS}
     checks = verdicts(comparisons)
-    cmd = (f"python bench/live/fidelity.py --requests {args.requests} --rate-scale {args.rate_scale:g} "
-           f"--len-scale {args.len_scale} --name {args.name}"
-           + (f" --measured {args.measured}" if args.measured else ""))
-    st = live["hfx"]["hfx_state"]
+    noise = compare(summarize(live["stock"]["results"]), summarize(live["fcfs-plugin"]["results"]))["overall"]
+    load = " / ".join(f"{n} {live[n]['loadavg_before'][0]:.2f}" for n in SERVERS)
     md = ["# Simulator fidelity: live CPU SGLang vs the simulator on the same stream\n",
-          f"Live runs: `{cmd}` on a 2-core CPU machine (load average before the stock / HFX measurement: "
-          f"{live['stock']['loadavg_before'][0]:.2f} / {live['hfx']['loadavg_before'][0]:.2f}), tiny generated "
-          f"Llama model, SGLang 0.5.23; Azure 2023 conversation trace, first {args.requests} requests, arrivals "
-          f"x{args.rate_scale:g}, lengths /{args.len_scale}, classes {args.mix} (CPU targets). Simulated with "
-          f"the HFX server's online-fitted model for both servers ({st['fits']} fits on {st['samples']} "
-          f"iterations, median relative error {st['fit_median_rel_error']:.3f}) and each server's own "
-          f"engine settings; prompt tokens from the model's tokenizer "
-          f"({sum(tokens) / sum(r['words'] for r in reqs):.2f} tokens/word; the server counted "
-          f"{live['hfx']['prompt0_tokens']} for request 0, the tokenizer {tokens[0]}).\n",
-          f"Fitted model: {json.dumps({k: v for k, v in st['perf_model'].items() if k != 'name'})}\n",
-          f"Engine settings (stock / hfx): {live['stock']['settings']} / {live['hfx']['settings']}\n",
-          *table(comparisons), "",
-          "Errors are (simulated - measured) / measured. Targets:", ""]
+          f"Live runs: `{cmd}` on a 2-core CPU machine (1-minute load average before each measurement: {load}), "
+          f"tiny generated Llama model, SGLang 0.5.23; Azure 2023 conversation trace, first {args.requests} "
+          f"requests, arrivals x{args.rate_scale:g}, lengths /{args.len_scale}, classes {args.mix} (CPU targets). "
+          "Servers: `stock` (plain SGLang), `fcfs-plugin` (the same with the plugin calibrating, "
+          "`HFX_POLICY=sglang-fcfs`), `hfx` (plugin, `--enable-mixed-chunk`). Simulated with each server's engine "
+          "settings and the model fitted online by the plugin on the same engine configuration (stock: "
+          "fcfs-plugin's); policy `sglang-fcfs` or `hfx`, no preemption (the plugin cannot preempt), KV reserved "
+          "for every remaining token (`ignore_eos`, as SGLang does for such requests). Prompt "
+          f"tokens from the model's tokenizer ({sum(tokens) / sum(r['words'] for r in reqs):.2f} tokens/word; "
+          f"the server counted {live['hfx']['prompt0_tokens']} for request 0, the tokenizer {tokens[0]}).\n",
+          "| fitted on | fits | iterations | median rel. error | base | per prefill token | per attn pair | "
+          "per prefill seq | per decode req | per KV token |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for n in dict.fromkeys(v[3] for v in SERVERS.values()):
+        st = live[n]["hfx_state"]
+        pm = st["perf_model"]
+        md.append(f"| {n} | {st['fits']} | {st['samples']} | {st['fit_median_rel_error']:.3f} | "
+                  + " | ".join(f"{pm[k]:.3g}" for k in FEATURES) + " |")
+    md += ["", f"Engine settings: {json.dumps({n: live[n]['settings'] for n in SERVERS})}\n",
+           "Request path outside the engine (median TTFT of 5 lone idle-server requests of "
+           f"{PROBE_WORDS} words beyond the model's prefill time), added to every simulated TTFT: "
+           + ", ".join(f"{n} {v * 1e3:.1f} ms" for n, v in frontend.items()) + ".\n",
+           *table(comparisons), "", "Errors are (simulated - measured) / measured. Live noise floor (measured "
+           "fcfs-plugin vs measured stock: the same engine and scheduling, run after each other): "
+           + ", ".join(f"{k} {_pct(v)}" for k, v in noise["rel_err"].items()) + ". Targets:", ""]
     md += [f"- {c['target']} ({c['scope']}): {'met' if c['met'] else 'NOT met'} "
            f"({c['within']}/{c['of']} within, worst {c['worst']:.0%})" for c in checks]
     text = "\n".join(md) + "\n"
@@ -230,7 +270,7 @@ def main() -> int:
     out = Path(args.out)
     write_atomic(str(out / f"{args.name}.md"), text.encode())
     write_atomic(str(out / f"{args.name}.json"), (json.dumps(
-        {"args": vars(args), "command": cmd, "tokens": tokens, "perf_model": st["perf_model"],
+        {"args": vars(args), "command": cmd, "tokens": tokens, "frontend_s": frontend, "noise": noise,
          "comparisons": comparisons, "targets": checks, "live": live, "simulated": sims},
         indent=1, default=str) + "\n").encode())
     plot_cdfs(live, sims, out / f"{args.name}.png")

@@ -41,6 +41,21 @@ def test_a_lone_request_takes_one_prefill_then_one_decode_step_per_token():
     assert res[0]["met"] and res[0]["error"] == "" and res[0]["cls"] == "standard"
 
 
+def test_the_request_path_outside_the_engine_adds_to_ttft_only():
+    wl = fidelity.sim_workload([_req(1.0, 5)], [100])
+    res = fidelity.simulate_stream(wl, "sglang-fcfs", SETTINGS, PERF, frontend_s=0.015)
+    assert res[0]["ttft"] == pytest.approx(0.015 + 0.01 + 100 * 1e-4)
+    assert res[0]["tpot"] == pytest.approx(0.01 + 1e-3)
+
+
+def test_frontend_latency_is_the_median_ttft_beyond_the_predicted_prefill():
+    prefill = PERF.prefill_time(20)
+    assert fidelity.frontend_latency([prefill + 0.01, prefill + 0.03, prefill + 0.012], [20] * 3, PERF) \
+        == pytest.approx(0.012)
+    assert fidelity.frontend_latency([prefill / 2], [20], PERF) == 0.0
+    assert fidelity.frontend_latency([], [], PERF) == 0.0
+
+
 def test_a_missed_ttft_is_a_miss():
     res = fidelity.simulate_stream(fidelity.sim_workload([_req(0.0, 2, ttft=0.001)], [100]), "hfx",
                                    {**SETTINGS, "mixed": True}, PERF)
