@@ -3,7 +3,7 @@
 Inference endpoints (``/generate``, ``/v1/completions``, ``/v1/chat/completions``)
 take raw ``Request`` objects (no pydantic on the hot path). State is built
 eagerly, so the app also works without its lifespan (e.g. under
-``httpx.ASGITransport``); the lifespan starts the load poller and, on
+``httpx.ASGITransport``; the worker client is created on first use); the lifespan starts the load poller and, on
 shutdown, drains: in-flight requests finish (up to
 ``shutdown_grace_period_secs``) before the worker connections close.
 """
@@ -16,11 +16,11 @@ import logging
 import time
 import uuid
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Route
 
 from ..core.slo import SLOCatalog
 from .config import RouterConfig
@@ -30,6 +30,7 @@ from .load import Poller, default_perf
 from .metrics import Metrics
 from .registry import BreakerConfig, Registry, Worker
 from .request import parse
+from .upstream import Upstream
 from .workers import add_worker_routes, info_routes
 
 log = logging.getLogger("hyperflexis_sglang.router")
@@ -44,9 +45,7 @@ class RouterState:
         self.registry = Registry()
         self.breaker = BreakerConfig(cfg.cb_failure_threshold, cfg.cb_success_threshold, cfg.cb_timeout_duration_secs,
                                      cfg.cb_window_duration_secs, not cfg.disable_circuit_breaker)
-        self.client = httpx.AsyncClient(limits=httpx.Limits(max_connections=4096, max_keepalive_connections=1024,
-                                                            keepalive_expiry=60),
-                                        timeout=httpx.Timeout(cfg.request_timeout_secs, connect=10))
+        self.client = Upstream()
         self.dispatcher = Dispatcher(cfg, self.registry, self.client, self.metrics)
         self.poller = Poller(cfg, self.registry, self.client, on_update=lambda: self.dispatcher.admitter.queue.pump())
         self.shutting_down = False
@@ -80,6 +79,13 @@ def request_id(cfg: RouterConfig, headers) -> str:
     return uuid.uuid4().hex
 
 
+def header_dict(scope) -> dict:
+    """The request's headers as a plain dict (lower-case names; a repeated header keeps its last value):
+    one pass instead of a list scan per lookup."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+INFERENCE = (("/generate", "generate"), ("/v1/completions", "completions"), ("/v1/chat/completions", "chat"))
 DRAIN_FACTOR = 16  # an oversize body is read and dropped up to this many limits, so the client sees the 413
 
 
@@ -101,11 +107,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def check_api_key(cfg: RouterConfig, request: Request) -> None:
+def check_api_key(cfg: RouterConfig, request: Request, headers=None) -> None:
     if cfg.api_key is None or request.url.path in OPEN_PATHS:
         return
-    auth = request.headers.get("authorization", "")
-    if auth != f"Bearer {cfg.api_key}" and request.headers.get("x-api-key") != cfg.api_key:
+    headers = request.headers if headers is None else headers
+    auth = headers.get("authorization", "")
+    if auth != f"Bearer {cfg.api_key}" and headers.get("x-api-key") != cfg.api_key:
         raise RouterHTTPError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'", None,
                               "invalid_api_key")
 
@@ -126,7 +133,7 @@ def create_app(cfg: RouterConfig) -> FastAPI:
             while state.dispatcher.active and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             await state.poller.stop()
-            await state.client.aclose()
+            await state.client.close()
 
     app = FastAPI(title="hyperflexis-sglang router", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.router = state
@@ -137,20 +144,21 @@ def create_app(cfg: RouterConfig) -> FastAPI:
 
     async def inference(request: Request, kind: str) -> Response:
         arrival = time.monotonic()
-        rid = request_id(cfg, request.headers)
-        endpoint = request.url.path
+        headers = header_dict(request.scope)
+        rid = request_id(cfg, headers)
+        endpoint = request.scope["path"]
         d = state.dispatcher
         d.active += 1
         status = 500
         try:
-            check_api_key(cfg, request)
+            check_api_key(cfg, request, headers)
             if state.shutting_down:
                 raise RouterHTTPError(503, "router is shutting down", None, "shutting_down")
             raw = await read_body(request, cfg.max_payload_size)
-            parsed = parse(kind, raw, request.headers, state.catalog, rid, cfg.hfx_chars_per_token,
+            parsed = parse(kind, raw, headers, state.catalog, rid, cfg.hfx_chars_per_token,
                            cfg.hfx_prefix_block_tokens)
             state.metrics.class_requests.labels(parsed.route.slo.cls).inc()
-            resp = await d.handle(endpoint, endpoint, parsed, request.headers, rid, arrival)
+            resp = await d.handle(endpoint, endpoint, parsed, headers, rid, arrival)
         except RouterHTTPError as e:
             resp = e.response(rid)
         except Exception as e:  # a bug must not take the router down; the client still gets a JSON error
@@ -163,6 +171,14 @@ def create_app(cfg: RouterConfig) -> FastAPI:
         state.metrics.requests.labels(endpoint, str(status)).inc()
         state.metrics.duration.labels(endpoint).observe(time.monotonic() - arrival)
         return resp
+
+    # The inference endpoints are served by plain Starlette routes placed first (no FastAPI dependency
+    # solving or response wrapping on the hot path); the FastAPI declarations below only document them in
+    # /openapi.json.
+    for path, kind in INFERENCE:
+        async def raw_endpoint(request: Request, _kind=kind) -> Response:
+            return await inference(request, _kind)
+        app.router.routes.insert(0, Route(path, raw_endpoint, methods=["POST"], include_in_schema=False))
 
     @app.post("/generate")
     async def generate(request: Request):

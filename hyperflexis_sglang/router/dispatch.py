@@ -17,7 +17,6 @@ import random
 import time
 from dataclasses import dataclass, replace
 
-import httpx
 import orjson
 from starlette.responses import Response, StreamingResponse
 
@@ -26,6 +25,7 @@ from .admission import Admitter
 from .errors import RouterHTTPError, error_response
 from .proxy import PrefillCall, Retryable, backoff_s, open_stream, pd_body, read_whole, relay, upstream_headers
 from .registry import Registry, Worker
+from .upstream import Upstream, UpstreamTimeout
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Plan:
 
 
 class Dispatcher:
-    def __init__(self, cfg, registry: Registry, client: httpx.AsyncClient, metrics):
+    def __init__(self, cfg, registry: Registry, client: Upstream, metrics):
         self.cfg, self.registry, self.client, self.metrics = cfg, registry, client, metrics
         opts = dict(cache_threshold=cfg.cache_threshold, balance_abs_threshold=cfg.balance_abs_threshold,
                     balance_rel_threshold=cfg.balance_rel_threshold, assignment_mode=cfg.assignment_mode,
@@ -107,10 +107,10 @@ class Dispatcher:
                 for w in plan.workers:
                     self.metrics.failures.labels(w.url).inc()
                 last = str(e)
-            except httpx.TimeoutException as e:
+            except UpstreamTimeout:
                 self._release(plan, ok=False)
-                raise RouterHTTPError(504, f"worker did not answer within {self.cfg.request_timeout_secs:g} s "
-                                           f"({type(e).__name__})", None, "upstream_timeout") from None
+                raise RouterHTTPError(504, f"worker did not answer within {self.cfg.request_timeout_secs:g} s",
+                                      None, "upstream_timeout") from None
             tried.extend(plan.workers)
             if attempt == self.cfg.attempts:
                 break
@@ -162,7 +162,7 @@ class Dispatcher:
             out_headers["x-hfx-predicted-ttft-ms"] = f"{plan.predicted_ttft_s * 1e3:.1f}"
         if prefill is not None:
             out_headers["x-hfx-prefill-worker"] = plan.workers[0].url
-        if parsed.stream and resp.status_code == 200:
+        if parsed.stream and resp.status == 200:
             return StreamingResponse(relay(resp, worker.url, lambda ok: self._release(plan, ok),
                                            prefill.tail if prefill else None),
                                      status_code=200, media_type=resp.headers.get("content-type", "text/event-stream"),
@@ -177,6 +177,6 @@ class Dispatcher:
                                           out_headers)
                 return Response(prefill.error, status_code=prefill.status,
                                 media_type="application/json", headers=out_headers)
-        self._release(plan, ok=resp.status_code < 500)
-        return Response(content, status_code=resp.status_code,
+        self._release(plan, ok=resp.status < 500)
+        return Response(content, status_code=resp.status,
                         media_type=resp.headers.get("content-type", "application/json"), headers=out_headers)

@@ -21,12 +21,12 @@ import time
 from dataclasses import replace
 from typing import Callable
 
-import httpx
 import orjson
 
 from ..core.perf_model import PerfModel, PerfModelError
 from .config import RouterConfig
 from .registry import Registry, Worker
+from .upstream import Upstream, UpstreamError
 
 log = logging.getLogger("hyperflexis_sglang.router")
 LOADS_PATH = "/v1/loads?include=core,memory,queues"
@@ -52,6 +52,8 @@ def parse_loads(data: dict) -> dict:
 
 
 def perf_from_server_info(info: dict) -> tuple[PerfModel | None, str]:
+    """The worker's HFX performance model if the worker trusts it (a preset, or a fit with enough samples
+    and a small error), else None (keep the current one); and a line saying where the model comes from."""
     states = info.get("internal_states") or [{}]
     hfx = (states[0] or {}).get("hfx") if isinstance(states[0], dict) else None
     if not hfx or "perf_model" not in hfx:
@@ -60,12 +62,16 @@ def perf_from_server_info(info: dict) -> tuple[PerfModel | None, str]:
         model = PerfModel.from_dict(hfx["perf_model"])
     except (PerfModelError, TypeError) as e:
         return None, f"default (worker's model unreadable: {e})"
-    trusted = "trusted" if hfx.get("model_trusted") else "not yet trusted"
-    return model, f"worker's HFX model ({model.name}, {hfx.get('samples', 0)} samples, {trusted})"
+    samples = hfx.get("samples", 0)
+    if not hfx.get("model_trusted"):  # the plugin does not act on it either (a young or noisy fit can be wild)
+        err = hfx.get("fit_median_rel_error")
+        return None, (f"default (worker's {model.name} model not trusted yet: {samples} samples, median error "
+                      f"{'n/a' if err is None else f'{err:.2f}'})")
+    return model, f"worker's HFX model ({model.name}, {samples} samples, trusted)"
 
 
 class Poller:
-    def __init__(self, cfg: RouterConfig, registry: Registry, client: httpx.AsyncClient,
+    def __init__(self, cfg: RouterConfig, registry: Registry, client: Upstream,
                  on_update: Callable[[], None] = lambda: None):
         self.cfg, self.registry, self.client, self.on_update = cfg, registry, client, on_update
         self._task: asyncio.Task | None = None
@@ -78,11 +84,11 @@ class Poller:
         ok = False
         try:
             if w.loads_supported:
-                r = await self.client.get(w.url + LOADS_PATH, timeout=timeout)
-                if r.status_code == 404:
+                r = await self.client.request("GET", w.url + LOADS_PATH, timeout=timeout)
+                if r.status == 404:
                     w.loads_supported = False
-                elif r.status_code == 200:
-                    polled = parse_loads(orjson.loads(r.content))
+                elif r.status == 200:
+                    polled = parse_loads(orjson.loads(r.body))
                     if not polled["capacity"]:
                         polled["capacity"] = w.perf.kv_capacity_tokens
                     w.update_load(polled)
@@ -91,12 +97,12 @@ class Poller:
                 if now - self._last_health.get(w.id, -1e18) < self.cfg.health_check_interval_secs and w.checked:
                     return
                 self._last_health[w.id] = now
-                r = await self.client.get(w.url + self.cfg.health_check_endpoint, timeout=timeout)
-                ok = r.status_code == 200
+                r = await self.client.request("GET", w.url + self.cfg.health_check_endpoint, timeout=timeout)
+                ok = r.status == 200
             if ok and now - self._last_perf.get(w.id, -1e18) >= self.cfg.hfx_perf_refresh_secs:
                 self._last_perf[w.id] = now
                 await self._refresh_perf(w, timeout)
-        except (httpx.HTTPError, ValueError, OSError) as e:
+        except (UpstreamError, ValueError, OSError) as e:
             log.debug("poll of %s failed: %r", w.url, e)
             ok = False
         was = w.healthy
@@ -105,14 +111,16 @@ class Poller:
             log.warning("worker %s is now %s", w.url, "healthy" if w.healthy else "unhealthy")
 
     async def _refresh_perf(self, w: Worker, timeout: float) -> None:
-        r = await self.client.get(w.url + "/server_info", timeout=timeout)
-        if r.status_code != 200:
+        r = await self.client.request("GET", w.url + "/server_info", timeout=timeout)
+        if r.status != 200:
             return
-        model, source = perf_from_server_info(orjson.loads(r.content))
+        model, source = perf_from_server_info(orjson.loads(r.body))
         if model is not None:
             cap = w.polled.get("capacity") or model.kv_capacity_tokens
             w.perf = replace(model, kv_capacity_tokens=cap)
-        w.perf_source = source
+            w.perf_source = source
+        elif not w.perf_source.startswith("worker's"):  # keep the last trusted model and its source
+            w.perf_source = source
 
     async def poll_all(self) -> None:
         workers = list(self.registry.workers.values())

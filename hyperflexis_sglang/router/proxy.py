@@ -24,10 +24,10 @@ import logging
 import random
 import uuid
 
-import httpx
 import orjson
 
 from .errors import sse_error
+from .upstream import TRANSPORT_ERRORS, Unreachable, Upstream, UpstreamError, read_body, upstream_error
 
 log = logging.getLogger("hyperflexis_sglang.router")
 RETRY_STATUS = frozenset({500, 502, 503, 504})
@@ -54,52 +54,47 @@ def backoff_s(attempt: int, initial_ms: float, max_ms: float, multiplier: float,
     return max(base * (1.0 + jitter * (2.0 * rand - 1.0)), 0.0) / 1000.0
 
 
-async def open_stream(client: httpx.AsyncClient, url: str, payload: bytes, headers: dict,
-                      timeout: float) -> httpx.Response:
-    """POST and return the response with its body unread; Retryable on transport errors and 5xx."""
-    req = client.build_request("POST", url, content=payload, headers=headers, timeout=timeout)
+async def open_stream(up: Upstream, url: str, payload: bytes, headers: dict, timeout: float):
+    """POST and return the response with its body unread; Retryable when unreachable or on a 5xx,
+    ``UpstreamTimeout`` when the worker does not answer in time."""
     try:
-        resp = await client.send(req, stream=True)
-    except httpx.TimeoutException as e:
-        if isinstance(e, (httpx.ConnectTimeout, httpx.PoolTimeout)):
-            raise Retryable(f"{url}: {type(e).__name__}") from None
-        raise
-    except httpx.TransportError as e:
-        raise Retryable(f"{url}: {type(e).__name__}: {e}") from None
-    if resp.status_code in RETRY_STATUS:
-        body = await _read_or_retry(resp, url)
-        raise Retryable(f"{url} answered {resp.status_code}: {body[:200].decode(errors='replace')}")
+        resp = await up.open("POST", url, payload, headers, timeout)
+    except Unreachable as e:
+        raise Retryable(str(e)) from None
+    if resp.status in RETRY_STATUS:
+        try:
+            body = await read_body(resp, url)
+        except Unreachable as e:
+            raise Retryable(f"{e} (while reading its {resp.status} answer)") from None
+        raise Retryable(f"{url} answered {resp.status}: {body[:200].decode(errors='replace')}")
     return resp
 
 
-async def _read_or_retry(resp: httpx.Response, url: str) -> bytes:
+async def read_whole(resp, url: str) -> bytes:
+    """The whole answer; Retryable if the connection is lost while reading it."""
     try:
-        return await resp.aread()
-    except httpx.TimeoutException:
-        raise
-    except httpx.TransportError as e:
-        raise Retryable(f"{url}: connection lost while reading the answer: {type(e).__name__}") from None
-    finally:
-        await resp.aclose()
+        return await read_body(resp, url)
+    except Unreachable as e:
+        raise Retryable(f"{e} (connection lost while reading the answer)") from None
 
 
-async def read_whole(resp: httpx.Response, url: str) -> bytes:
-    return await _read_or_retry(resp, url)
-
-
-async def relay(resp: httpx.Response, url: str, on_done, tail=None):
+async def relay(resp, url: str, on_done, tail=None):
     """Yield the worker's bytes as they arrive; end with an SSE error if the worker fails mid-stream.
     ``tail()`` (optional, async) may return extra bytes to append (a P/D prefill error)."""
     ok = True
     try:
-        async for chunk in resp.aiter_raw():
+        async for chunk in resp.content.iter_any():
             yield chunk
-    except httpx.HTTPError as e:
+    except TRANSPORT_ERRORS as e:
         ok = False
         log.warning("stream from %s broke: %r", url, e)
-        yield sse_error(f"worker {url} failed mid-stream ({type(e).__name__}); the output above is incomplete")
+        name = type(upstream_error(e, url)).__name__
+        yield sse_error(f"worker {url} failed mid-stream ({name}); the output above is incomplete")
     finally:
-        await resp.aclose()
+        if ok:
+            resp.release()
+        else:
+            resp.close()
         if tail is not None:
             extra = await tail()
             if extra:
@@ -124,9 +119,9 @@ def pd_body(body: dict, host: str, port: int | None, batch: int) -> dict:
 class PrefillCall:
     """The prefill half of a P/D request, running beside the decode half."""
 
-    def __init__(self, client: httpx.AsyncClient, url: str, payload: bytes, headers: dict, timeout: float,
+    def __init__(self, up: Upstream, url: str, payload: bytes, headers: dict, timeout: float,
                  decode_url: str, rid, abort_headers: dict):
-        self.client, self.url, self.decode_url, self.rid = client, url, decode_url, rid
+        self.up, self.url, self.decode_url, self.rid = up, url, decode_url, rid
         self.abort_headers = abort_headers
         self.status: int | None = None
         self.error: bytes = b""
@@ -134,12 +129,12 @@ class PrefillCall:
 
     async def _run(self, payload, headers, timeout) -> None:
         try:
-            r = await self.client.post(self.url, content=payload, headers=headers, timeout=timeout)
-            self.status = r.status_code
-            if r.status_code != 200:
-                self.error = r.content
-        except httpx.HTTPError as e:
-            self.status, self.error = 0, f"prefill worker {self.url}: {type(e).__name__}: {e}".encode()
+            r = await self.up.request("POST", self.url, payload, headers, timeout)
+            self.status = r.status
+            if r.status != 200:
+                self.error = r.body
+        except UpstreamError as e:
+            self.status, self.error = 0, f"prefill worker {e}".encode()
         if self.status != 200:
             await self.abort_decode()
 
@@ -147,9 +142,9 @@ class PrefillCall:
         rids = self.rid if isinstance(self.rid, list) else [self.rid]
         for rid in rids:
             try:
-                await self.client.post(self.decode_url + "/abort_request", content=orjson.dumps({"rid": rid}),
-                                       headers=self.abort_headers, timeout=10)
-            except httpx.HTTPError:
+                await self.up.request("POST", self.decode_url + "/abort_request", orjson.dumps({"rid": rid}),
+                                      self.abort_headers, 10)
+            except UpstreamError:
                 pass
 
     async def tail(self) -> bytes:

@@ -20,7 +20,6 @@ def setup_logging(cfg: RouterConfig) -> None:
         handlers.append(logging.FileHandler(os.path.join(cfg.log_dir, "router.log")))
     logging.basicConfig(level=LEVELS[cfg.log_level], handlers=handlers,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied request otherwise
 
 
 def loop_impl() -> str:

@@ -14,13 +14,13 @@ import asyncio
 import functools
 import time
 
-import httpx
 import orjson
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from .errors import RouterHTTPError, error_response
 from .registry import ROLES
+from .upstream import UpstreamError
 
 DRAIN_LIMIT_S = 3600.0
 
@@ -137,11 +137,10 @@ def info_routes(app: FastAPI, state, check_api_key) -> None:
         for role in ("regular", "decode", "prefill"):
             for w in state.registry.routable(role, now, not state.cfg.disable_health_check):
                 try:
-                    r = await state.client.get(w.url + path, timeout=state.cfg.health_check_timeout_secs)
-                except httpx.HTTPError:
+                    r = await state.client.request("GET", w.url + path, timeout=state.cfg.health_check_timeout_secs)
+                except UpstreamError:
                     continue
-                return Response(r.content, status_code=r.status_code,
-                                media_type=r.headers.get("content-type", "application/json"))
+                return Response(r.body, status_code=r.status, media_type=r.content_type)
         raise RouterHTTPError(503, "no healthy worker available", None, "no_healthy_workers")
 
     for path, alias in (("/v1/models", None), ("/model_info", "/get_model_info"),
@@ -175,9 +174,10 @@ def info_routes(app: FastAPI, state, check_api_key) -> None:
 
         async def one(w):
             try:
-                r = await state.client.post(w.url + "/flush_cache", timeout=state.cfg.health_check_timeout_secs)
-                return w.url, r.status_code
-            except httpx.HTTPError as e:
+                r = await state.client.request("POST", w.url + "/flush_cache",
+                                               timeout=state.cfg.health_check_timeout_secs)
+                return w.url, r.status
+            except UpstreamError as e:
                 return w.url, f"{type(e).__name__}"
         results = dict(await asyncio.gather(*(one(w) for w in ws)))
         if all(v == 200 for v in results.values()):

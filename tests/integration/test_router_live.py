@@ -304,7 +304,8 @@ def test_admission_429_under_overload_and_queue_timeout(servers):
         loaded, probed = out[:12], out[12:]
         assert all(not isinstance(x, Exception) and x[0] == 200 for x in loaded), loaded  # best effort: served
         rejected = [p for p in probed if router_rejected(p)]
-        assert rejected, probed
+        assert rejected, (tight, [(p[0], p[2].get("x-hfx-predicted-ttft-ms")) if not isinstance(p, Exception) else p
+                                  for p in probed])
         err = rejected[0][1]["error"]
         assert "'interactive'" in err["message"] and "predicted TTFT" in err["message"], err
     with RouterThread(["--worker-urls", hfx.url, "--policy", "round_robin", "--max-concurrent-requests", "1",

@@ -66,3 +66,19 @@ def test_markdown_states_each_target_and_the_ratio():
 def test_png_is_written(tmp_path):
     tables.png(_doc(), str(tmp_path / "r.png"))
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_router_adopts_only_a_trusted_worker_model():
+    from hyperflexis_sglang.core.perf_model import preset
+    from hyperflexis_sglang.router.load import perf_from_server_info
+    model = preset("llama-3-8b", "h100", 1).to_dict()
+    wild = {**model, "per_prefill_token": 0.0, "per_kv_token": 0.0025, "name": "fitted"}  # a degenerate young fit
+
+    def info(**hfx):
+        return {"internal_states": [{"hfx": hfx}]}
+    got, why = perf_from_server_info(info(perf_model=wild, model_trusted=False, samples=64, fit_median_rel_error=1.3))
+    assert got is None and "not trusted yet" in why and "64 samples" in why and "1.30" in why
+    got, why = perf_from_server_info(info(perf_model=model, model_trusted=True, samples=512))
+    assert got is not None and got.per_prefill_token == model["per_prefill_token"] and "trusted" in why
+    assert perf_from_server_info({"internal_states": [{}]})[0] is None
+    assert "unreadable" in perf_from_server_info(info(perf_model={"base": "x"}, model_trusted=True))[1]

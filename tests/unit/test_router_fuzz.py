@@ -52,7 +52,7 @@ def app_and_routes():
     routes = [(m.upper(), path) for path, ops in app.openapi()["paths"].items() for m in ops]
     loop = asyncio.new_event_loop()  # one loop: the app's worker client is bound to it
     yield app, routes, loop
-    loop.run_until_complete(app.state.router.client.aclose())
+    loop.run_until_complete(app.state.router.client.close())
     loop.close()
 
 
