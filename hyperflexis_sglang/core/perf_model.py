@@ -207,29 +207,49 @@ class Sample:
 
 
 def fit(samples: Sequence[Sample], template: PerfModel, min_samples: int = 8) -> PerfModel:
-    """Least-squares fit of the six coefficients, constrained to be >= 0.
+    """Least-squares fit of the six coefficients, constrained to be >= 0, on relative error.
 
-    Features that the samples never exercise (all zero) keep the template's
-    value. Negative solutions are clamped by refitting without that feature
-    (a small active-set NNLS). Capacity and sizes come from ``template``.
+    Each sample's residual is divided by its duration, so the fit minimises the
+    error the policy cares about and a few long iterations (an engine stalled
+    by the OS, a scheduler waiting on I/O) cannot pull every coefficient. After
+    a first fit, samples predicted more than ``OUTLIER_FACTOR`` (3x) off either
+    way are dropped and the fit is redone, unless that would leave fewer than
+    ``min_samples``. Features that the samples never exercise (all zero) keep
+    the template's value. Negative solutions are handled by an active set:
+    the most negative coefficient is fixed at zero and the rest refitted.
+    Capacity and sizes come from ``template``.
     """
     if len(samples) < min_samples:
         raise PerfModelError(f"need at least {min_samples} samples to fit, got {len(samples)}")
-    rows = [s.features() for s in samples]
-    ys = [s.seconds for s in samples]
-    fixed = {i: getattr(template, FEATURES[i]) for i in range(1, 6) if not any(r[i] for r in rows)}
+    rows = [(s.features(), s.seconds) for s in samples if s.seconds > 0]
+    if len(rows) < min_samples:
+        raise PerfModelError(f"need at least {min_samples} samples with a positive duration, got {len(rows)}")
+    values = _nnls_relative(rows, template)
+    kept = [(r, y) for r, y in rows
+            if y / OUTLIER_FACTOR <= sum(r[i] * values[i] for i in range(6)) <= y * OUTLIER_FACTOR]
+    if min_samples <= len(kept) < len(rows):
+        values = _nnls_relative(kept, template)
+    return replace(template, name=template.name + "+fit", **{FEATURES[i]: values[i] for i in range(6)})
+
+
+OUTLIER_FACTOR = 3.0  # predicted over 3x or under 1/3 of measured: an iteration the model cannot explain
+
+
+def _nnls_relative(rows: list, template: PerfModel) -> list[float]:
+    """Coefficients minimising the squared relative error over ``rows`` ((features, seconds)), all >= 0."""
+    fixed = {i: getattr(template, FEATURES[i]) for i in range(1, 6) if not any(r[i] for r, _ in rows)}
     while True:
         free = [i for i in range(6) if i not in fixed]
-        resid = [y - sum(r[i] * v for i, v in fixed.items()) for r, y in zip(rows, ys)]
-        coef = _lstsq([[r[i] for i in free] for r in rows], resid)
-        negative = [free[j] for j, c in enumerate(coef) if c < 0]
-        if not negative:
+        a = [[r[i] / y for i in free] for r, y in rows]
+        b = [(y - sum(r[i] * v for i, v in fixed.items())) / y for r, y in rows]
+        coef = _lstsq(a, b)
+        worst = min(range(len(free)), key=lambda j: coef[j], default=None)
+        if worst is None or coef[worst] >= 0:
             break
-        for i in negative:
-            fixed[i] = 0.0
+        fixed[free[worst]] = 0.0
     values = dict(fixed)
     values.update(zip(free, coef))
-    return replace(template, name=template.name + "+fit", **{FEATURES[i]: values[i] for i in range(6)})
+    return [values[i] for i in range(6)]
 
 
 def _lstsq(a: list[list[float]], y: list[float]) -> list[float]:

@@ -177,7 +177,7 @@ def make_adder_class(base, add_req_result):
             chunked = view(sched.chunked_req, st) if sched.chunked_req is not None else None
             kv_free = self.token_to_kv_pool_allocator.available_size() + self.tree_cache.evictable_size()
             snap = EngineSnapshot(now, _Views(sched.waiting_queue, st), running, kv_free, st.perf, chunked,
-                                  self.new_token_ratio, st.mode)
+                                  self.new_token_ratio, st.mode, perf_trusted=st.model_trusted())
             plan = st.policy.plan(snap)
             st.planned(now, plan, len(sched.waiting_queue), len(running))
             self._hfx_allow = {item.rid: item.tokens for item in plan.prefill}

@@ -387,6 +387,23 @@ def test_hfx_decode_admits_refuses_in_the_walk():
     assert not p.prefill and p.decode and "TPOT capacity" in p.reason
 
 
+def test_hfx_untrusted_model_orders_but_does_not_throttle():
+    """A young or noisy fit (``perf_trusted=False``) neither limits prefill nor refuses decode admission:
+    HFX then admits like SGLang (in SLO order), so a wild model cannot starve the engine."""
+    s = hfx(decode_headroom=0.6)
+    waiting = [Req("a", 1.0, STD, input_len=8000)]
+    trusted = s.plan(snapshot(s, waiting, [near_deadline_interactive()], now=1.0))
+    guess = s.plan(snapshot(s, waiting, [near_deadline_interactive()], now=1.0, perf_trusted=False))
+    assert trusted.budget_s < math.inf and tokens(trusted) < 8000
+    assert guess.budget_s == math.inf and tokens(guess) == 8000 and guess.decode
+    assert s.prefill_budget(snapshot(s, waiting, [near_deadline_interactive()], perf_trusted=False), 1010)[1] == \
+        "performance model not trusted yet"
+    busy = snapshot(s, [Req("b", 1.0, STD, input_len=1000)], [near_deadline_interactive()], now=0.5,
+                    running_kv_tokens=380_000, perf_trusted=False)
+    p = s.plan(busy)
+    assert [i.rid for i in p.prefill] == ["b"] and "TPOT capacity" not in p.reason
+
+
 def test_hfx_decode_mode_admits_in_decode_key_order():
     s = hfx()
     waiting = [Req("x", 0.0, BATCH, 1000, 0), Req("z", 0.2, STD, 1000, 0), Req("y", 0.5, INTER, 1000, 0)]

@@ -29,6 +29,12 @@ In ``average`` TPOT mode a stall may be amortised over the next
 protects the deadline of token ``out + h`` minus ``h - 1`` decode steps. In
 ``per_token`` mode ``h`` is 1.
 
+Budgets (1) and decode admission (2) use the performance model only when the
+engine trusts it (``EngineSnapshot.perf_trusted``: a preset, or an online fit
+with enough samples and a small error); until then HFX orders the queue by
+SLO and otherwise admits like SGLang, so a wild young fit cannot throttle the
+engine.
+
 Knobs (``SchedulerConfig.extra``): ``priority_boost_s`` (0.5),
 ``decode_headroom`` (0.6), ``tpot_safety`` (0.9: plan to 90% of each TPOT),
 ``tpot_horizon_tokens`` (16), ``lookahead`` (32 requests screened beyond the
@@ -111,6 +117,8 @@ class HFXScheduler(Scheduler):
     def prefill_budget(self, snap: EngineSnapshot, running_kv: int) -> tuple[float, str]:
         if snap.mode != "collocated" or not snap.running:
             return math.inf, "no running requests"
+        if not snap.perf_trusted:
+            return math.inf, "performance model not trusted yet"
         perf, now = snap.perf, snap.now
         td = perf.decode_time(len(snap.running), running_kv)
         floor = self._urgent_priority(snap, td)
@@ -152,7 +160,7 @@ class HFXScheduler(Scheduler):
 
     # decode-stage admission: keep the batch's step time within the tightest TPOT
     def decode_admits(self, req: RequestView, snap: EngineSnapshot, batch_reqs: int, batch_kv: int) -> bool:
-        if batch_reqs <= 1:
+        if batch_reqs <= 1 or not snap.perf_trusted:
             return True
         tight = self._tightest_tpot(snap)
         if not req.best_effort:

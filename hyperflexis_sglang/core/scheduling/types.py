@@ -50,6 +50,7 @@ class EngineSnapshot:
     new_token_ratio: float = 0.7  # SGLang's estimate of the share of max_new_tokens still to come
     mode: str = "collocated"  # "collocated", "prefill" (P/D prefill server) or "decode" (P/D decode server)
     running_kv_tokens: int = -1  # total context of the running batch; -1: the policy sums it
+    perf_trusted: bool = True  # False: ``perf`` is a guess (a young or noisy fit): order by it, do not throttle by it
 
 
 @dataclass(frozen=True)
