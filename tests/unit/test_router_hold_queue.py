@@ -45,3 +45,60 @@ def test_stale_entries_are_pruned():
             await q.wait((0, 0.0, i), 0)
         assert len(q._heap) <= 2 * q.live + 65
     asyncio.run(main())
+
+
+def _admitter(limit=1):
+    from types import SimpleNamespace
+
+    from hyperflexis_sglang.router.admission import Admitter
+    cfg = SimpleNamespace(max_concurrent_requests=limit, queue_size=10, queue_timeout_secs=5.0,
+                          hfx_max_hold_fraction=0.5)
+    return Admitter(cfg, SimpleNamespace(rejected=lambda *a: None))
+
+
+def test_a_freed_slot_goes_to_the_queued_request_not_a_newcomer():
+    import time
+    from types import SimpleNamespace
+
+    from hyperflexis_sglang.core.slo import SLOCatalog
+    route = SimpleNamespace(slo=SLOCatalog().resolve({"class": "batch"}))
+    plan = SimpleNamespace(predicted_ttft_s=float("nan"))
+
+    async def main():
+        adm = _admitter(limit=1)
+        await adm.admit(route, time.monotonic(), lambda: plan)
+        adm.started()  # A holds the only slot
+        b = asyncio.create_task(adm.admit(route, time.monotonic(), lambda: plan))
+        await asyncio.sleep(0.01)
+        assert len(adm.queue) == 1  # B waits for capacity
+        adm.finished()  # A done: B is woken with the slot reserved
+        c = asyncio.create_task(adm.admit(route, time.monotonic(), lambda: plan))  # C arrives before B runs
+        done, _ = await asyncio.wait({b, c}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+        assert done == {b}, "the newcomer took the slot freed for the queued request"
+        adm.started()
+        assert adm.queue.reserved == 0 and len(adm.queue) == 1  # C queued behind
+        adm.finished()
+        await asyncio.wait_for(c, 1.0)
+        assert adm.queue.reserved == 0
+    asyncio.run(main())
+
+
+def test_a_reserved_slot_is_given_back_when_the_waiter_goes_away():
+    import time
+    from types import SimpleNamespace
+
+    from hyperflexis_sglang.core.slo import SLOCatalog
+    route = SimpleNamespace(slo=SLOCatalog().resolve({"class": "batch"}))
+    plan = SimpleNamespace(predicted_ttft_s=float("nan"))
+
+    async def main():
+        adm = _admitter(limit=1)
+        await adm.admit(route, time.monotonic(), lambda: plan)
+        adm.started()
+        b = asyncio.create_task(adm.admit(route, time.monotonic(), lambda: plan))
+        await asyncio.sleep(0.01)
+        adm.finished()
+        b.cancel()  # the client disconnected right after its wake-up
+        await asyncio.gather(b, return_exceptions=True)
+        assert adm.queue.reserved == 0 and not adm.at_capacity()
+    asyncio.run(main())
