@@ -18,12 +18,13 @@ import time
 from dataclasses import dataclass, replace
 
 import orjson
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ..core.routing import RouteDecision, make_http_router
 from .admission import Admitter
 from .errors import RouterHTTPError, error_response
-from .proxy import PrefillCall, Retryable, backoff_s, open_stream, pd_body, read_whole, relay, upstream_headers
+from .proxy import (PrefillCall, Relay, RelayResponse, Retryable, backoff_s, open_stream, pd_body, read_whole,
+                    upstream_headers)
 from .registry import Registry, Worker
 from .upstream import Upstream, UpstreamTimeout
 
@@ -163,10 +164,10 @@ class Dispatcher:
         if prefill is not None:
             out_headers["x-hfx-prefill-worker"] = plan.workers[0].url
         if parsed.stream and resp.status == 200:
-            return StreamingResponse(relay(resp, worker.url, lambda ok: self._release(plan, ok),
-                                           prefill.tail if prefill else None),
-                                     status_code=200, media_type=resp.headers.get("content-type", "text/event-stream"),
-                                     headers=out_headers)
+            return RelayResponse(Relay(resp, worker.url, lambda ok: self._release(plan, ok),
+                                       prefill.tail if prefill else None),
+                                 status_code=200, media_type=resp.headers.get("content-type", "text/event-stream"),
+                                 headers=out_headers)
         content = await read_whole(resp, worker.url)
         if prefill is not None:
             await asyncio.wait({prefill.task}, timeout=5)

@@ -25,6 +25,7 @@ import random
 import uuid
 
 import orjson
+from starlette.responses import StreamingResponse
 
 from .errors import sse_error
 from .upstream import TRANSPORT_ERRORS, Unreachable, Upstream, UpstreamError, read_body, upstream_error
@@ -78,29 +79,67 @@ async def read_whole(resp, url: str) -> bytes:
         raise Retryable(f"{e} (connection lost while reading the answer)") from None
 
 
-async def relay(resp, url: str, on_done, tail=None):
-    """Yield the worker's bytes as they arrive; end with an SSE error if the worker fails mid-stream.
-    ``tail()`` (optional, async) may return extra bytes to append (a P/D prefill error)."""
-    ok = True
-    try:
-        async for chunk in resp.content.iter_any():
-            yield chunk
-    except TRANSPORT_ERRORS as e:
-        ok = False
-        log.warning("stream from %s broke: %r", url, e)
-        name = type(upstream_error(e, url)).__name__
-        yield sse_error(f"worker {url} failed mid-stream ({name}); the output above is incomplete")
-    finally:
-        if ok:
-            resp.release()
+class Relay:
+    """The worker's stream relayed to the client, ended exactly once.
+
+    ``chunks()`` yields the worker's bytes as they arrive and ends with an SSE
+    error if the worker fails mid-stream; ``tail()`` (optional, async) may
+    return extra bytes to append (a P/D prefill error). ``close()`` runs after
+    the response, however it ended: if the client went away before the first
+    chunk (the generator never ran, so its ``finally`` never would), the
+    worker's answer is closed and ``on_done(False)`` still releases the
+    request's slot and the worker's in-flight count.
+    """
+
+    def __init__(self, resp, url: str, on_done, tail=None):
+        self.resp, self.url, self.on_done, self.tail = resp, url, on_done, tail
+        self.ended = False
+
+    async def chunks(self):
+        ok = True
+        try:
+            async for chunk in self.resp.content.iter_any():
+                yield chunk
+        except TRANSPORT_ERRORS as e:
+            ok = False
+            log.warning("stream from %s broke: %r", self.url, e)
+            name = type(upstream_error(e, self.url)).__name__
+            yield sse_error(f"worker {self.url} failed mid-stream ({name}); the output above is incomplete")
         else:
-            resp.close()
-        if tail is not None:
-            extra = await tail()
-            if extra:
-                ok = False
-                yield extra
-        on_done(ok)
+            if self.tail is not None:
+                extra = await self.tail()
+                if extra:
+                    ok = False
+                    yield extra
+        finally:
+            self._end(ok)
+
+    def close(self) -> None:
+        self._end(False)
+
+    def _end(self, ok: bool) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if ok:
+            self.resp.release()
+        else:
+            self.resp.close()
+        self.on_done(ok)
+
+
+class RelayResponse(StreamingResponse):
+    """A ``StreamingResponse`` of a ``Relay`` that closes it once the response is over."""
+
+    def __init__(self, relay: Relay, **kw):
+        super().__init__(relay.chunks(), **kw)
+        self.relay = relay
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.relay.close()
 
 
 def pd_body(body: dict, host: str, port: int | None, batch: int) -> dict:
