@@ -51,10 +51,11 @@ class PluginState:
             chunk_size=chunk if chunk and chunk > 0 else 1 << 30,
             max_prefill_tokens=getattr(server_args, "max_prefill_tokens", 16384),
             max_running=max_running, mixed=mixed, page_size=getattr(server_args, "page_size", 1) or 1,
+            preemption=False,  # the hooks do not retract running requests for a waiting one (yet): never plan on it
             extra=dict(cfg.extra))
         self.policy = make_scheduler(cfg.policy, **{k: getattr(self.sched_cfg, k) for k in
                                                     ("chunk_size", "max_prefill_tokens", "max_running", "mixed",
-                                                     "page_size", "extra")})
+                                                     "page_size", "preemption", "extra")})
         if cfg.perf_model == "fit":
             self.perf = replace(GENERIC, kv_capacity_tokens=kv_capacity)
         else:

@@ -81,3 +81,9 @@ def test_plans_are_counted_and_the_recent_ones_reported_as_json():
     st.planned(99.0, IterationPlan(prefill=(PrefillItem("c", 7, True),), reason="queue empty"), 0, 0)
     last = st.report()["recent_plans"][-1]
     assert (last["prefill_reqs"], last["prefill_tokens"], last["budget_s"]) == (1, 7, None)
+
+
+def test_plugin_policy_never_plans_preemption():
+    st = PluginState(PluginConfig(enable=True, policy="sglang-priority"), SimpleNamespace(disaggregation_mode="null"),
+                     4096, 8)
+    assert st.sched_cfg.preemption is False and st.policy.cfg.preemption is False
