@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -99,6 +100,9 @@ def main() -> int:
     ap.add_argument("--mix", default="interactive:0.2,standard:0.5,batch:0.3")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--name", default="live_cpu", help="result file stem (default live_cpu)")
+    ap.add_argument("--no-mixed-chunk", action="store_true",
+                    help="run the HFX server without --enable-mixed-chunk (on this CPU backend mixed steps are "
+                         "costlier than separate ones)")
     args = ap.parse_args()
     rows = load_trace(Path(args.traces_dir) / "azure_conv_2023.csv", args.requests)
     reqs = stream(rows, args)
@@ -106,8 +110,9 @@ def main() -> int:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(CPU_CLASSES, f)
     runs, overhead = {}, None
+    load_before = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     for name, hfx in (("stock", False), ("hfx", True)):
-        server = SGLangServer(model, hfx=hfx, extra_args=["--enable-mixed-chunk"] if hfx else [],
+        server = SGLangServer(model, hfx=hfx, extra_args=["--enable-mixed-chunk"] if hfx and not args.no_mixed_chunk else [],
                               env={"HFX_SLO_CLASSES": f.name}, name=name)
         try:
             server.start()
@@ -116,13 +121,15 @@ def main() -> int:
             if hfx:
                 st = server.hfx_state()
                 overhead = {k: st.get(k) for k in ("hook_overhead", "iterations", "fits", "fit_median_rel_error",
-                                                   "rejected", "demoted")}
+                                                   "model_trusted", "rejected", "demoted", "plan_reasons")}
         finally:
             server.stop()
     md = [f"# Live CPU benchmark: stock SGLang vs HFX plugin\n",
           f"Produced by `python bench/live/run.py --requests {args.requests} --rate-scale {args.rate_scale:g} "
-          f"--len-scale {args.len_scale} --name {args.name}` on a 2-core CPU machine, tiny generated Llama model, "
-          f"SGLang 0.5.23 (HFX with `--enable-mixed-chunk`). Azure 2023 conversation trace, first "
+          f"--len-scale {args.len_scale} --name {args.name}{' --no-mixed-chunk' if args.no_mixed_chunk else ''}` "
+          f"on a 2-core CPU machine (load average before: {load_before}), tiny generated Llama model, SGLang 0.5.23 "
+          f"(HFX {'without' if args.no_mixed_chunk else 'with'} `--enable-mixed-chunk`). Azure 2023 conversation "
+          f"trace, first "
           f"{args.requests} requests, arrivals x{args.rate_scale:g}, lengths /{args.len_scale}; classes "
           f"{args.mix} with CPU-scaled targets (`hyperflexis_sglang/testing/classes.py`).\n",
           "| server | class | n | attainment | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | rejected |",
