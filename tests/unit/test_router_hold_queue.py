@@ -1,8 +1,12 @@
-"""The router's hold queue: order by key, equal keys never compare their futures, stale entries pruned."""
+"""The router's hold queue and admitter: key order, no future comparisons, stale entries pruned, freed slots
+reserved for the queued request they wake."""
 
 import asyncio
+import time
+from types import SimpleNamespace
 
-from hyperflexis_sglang.router.admission import HoldQueue
+from hyperflexis_sglang.core.slo import SLOCatalog
+from hyperflexis_sglang.router.admission import Admitter, HoldQueue
 
 
 def test_equal_keys_requeued_after_timeout_do_not_compare_futures():
@@ -47,32 +51,32 @@ def test_stale_entries_are_pruned():
     asyncio.run(main())
 
 
-def _admitter(limit=1):
-    from types import SimpleNamespace
+ROUTE = SimpleNamespace(slo=SLOCatalog().resolve({"class": "batch"}))
+PLAN = SimpleNamespace(predicted_ttft_s=float("nan"))  # no prediction: only the concurrency limit decides
 
-    from hyperflexis_sglang.router.admission import Admitter
+
+def _admitter(limit=1):
     cfg = SimpleNamespace(max_concurrent_requests=limit, queue_size=10, queue_timeout_secs=5.0,
                           hfx_max_hold_fraction=0.5)
     return Admitter(cfg, SimpleNamespace(rejected=lambda *a: None))
 
 
+async def _one_running_one_queued():
+    """An admitter with its only slot taken (A) and a request (B) queued for it."""
+    adm = _admitter(limit=1)
+    await adm.admit(ROUTE, time.monotonic(), lambda: PLAN)
+    adm.started()
+    b = asyncio.create_task(adm.admit(ROUTE, time.monotonic(), lambda: PLAN))
+    await asyncio.sleep(0.01)
+    assert len(adm.queue) == 1
+    return adm, b
+
+
 def test_a_freed_slot_goes_to_the_queued_request_not_a_newcomer():
-    import time
-    from types import SimpleNamespace
-
-    from hyperflexis_sglang.core.slo import SLOCatalog
-    route = SimpleNamespace(slo=SLOCatalog().resolve({"class": "batch"}))
-    plan = SimpleNamespace(predicted_ttft_s=float("nan"))
-
     async def main():
-        adm = _admitter(limit=1)
-        await adm.admit(route, time.monotonic(), lambda: plan)
-        adm.started()  # A holds the only slot
-        b = asyncio.create_task(adm.admit(route, time.monotonic(), lambda: plan))
-        await asyncio.sleep(0.01)
-        assert len(adm.queue) == 1  # B waits for capacity
+        adm, b = await _one_running_one_queued()
         adm.finished()  # A done: B is woken with the slot reserved
-        c = asyncio.create_task(adm.admit(route, time.monotonic(), lambda: plan))  # C arrives before B runs
+        c = asyncio.create_task(adm.admit(ROUTE, time.monotonic(), lambda: PLAN))  # C arrives before B runs
         done, _ = await asyncio.wait({b, c}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
         assert done == {b}, "the newcomer took the slot freed for the queued request"
         adm.started()
@@ -84,19 +88,8 @@ def test_a_freed_slot_goes_to_the_queued_request_not_a_newcomer():
 
 
 def test_a_reserved_slot_is_given_back_when_the_waiter_goes_away():
-    import time
-    from types import SimpleNamespace
-
-    from hyperflexis_sglang.core.slo import SLOCatalog
-    route = SimpleNamespace(slo=SLOCatalog().resolve({"class": "batch"}))
-    plan = SimpleNamespace(predicted_ttft_s=float("nan"))
-
     async def main():
-        adm = _admitter(limit=1)
-        await adm.admit(route, time.monotonic(), lambda: plan)
-        adm.started()
-        b = asyncio.create_task(adm.admit(route, time.monotonic(), lambda: plan))
-        await asyncio.sleep(0.01)
+        adm, b = await _one_running_one_queued()
         adm.finished()
         b.cancel()  # the client disconnected right after its wake-up
         await asyncio.gather(b, return_exceptions=True)
