@@ -123,9 +123,24 @@ def calc_priority(original, self, waiting_queue, *args, **kwargs):
 
 
 def sort_waiting(queue: list, st: PluginState) -> None:
-    """Sort SGLang's waiting list in place by the policy's queue key."""
+    """Sort SGLang's waiting list in place by the policy's queue key.
+
+    Keys are time-invariant, so each request's key is cached and recomputed only when something it
+    depends on changed: the performance model (a refit), demotion, the prefix match, output tokens
+    (a retracted request), the first-token time or the queue entry time. With hundreds of waiting
+    requests this sort runs every iteration.
+    """
     key, perf = st.policy.key, st.perf
-    queue.sort(key=lambda r: key(view(r, st), perf))
+
+    def cached(r):
+        v = view(r, st)
+        stamp = (perf, v.best_effort, r.prefix_len, len(r.output_ids), v.first_token_time,
+                 r.time_stats.wait_queue_entry_time)
+        old = v.key_stamp
+        if old is None or old[0] is not perf or old[1:] != stamp[1:]:
+            v.key, v.key_stamp = key(v, perf), stamp
+        return v.key
+    queue.sort(key=cached)
 
 
 def get_new_batch_prefill_raw(original, self, *args, **kwargs):

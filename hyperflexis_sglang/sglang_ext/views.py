@@ -13,7 +13,7 @@ from ..core.slo import SLO, SLOCatalog, SLOError
 
 
 class ReqView:
-    __slots__ = ("req", "slo", "arrival", "best_effort", "first_token_time")
+    __slots__ = ("req", "slo", "arrival", "best_effort", "first_token_time", "key", "key_stamp")
 
     def __init__(self, req: Any, slo: SLO, arrival: float):
         self.req = req
@@ -21,6 +21,8 @@ class ReqView:
         self.arrival = arrival
         self.best_effort = False
         self.first_token_time: float | None = None
+        self.key: tuple | None = None  # the policy's queue key, cached (see hooks.sort_waiting)
+        self.key_stamp: tuple | None = None  # what the cached key was computed from
 
     @property
     def rid(self) -> str:

@@ -87,3 +87,29 @@ def test_plugin_policy_never_plans_preemption():
     st = PluginState(PluginConfig(enable=True, policy="sglang-priority"), SimpleNamespace(disaggregation_mode="null"),
                      4096, 8)
     assert st.sched_cfg.preemption is False and st.policy.cfg.preemption is False
+
+
+def test_waiting_queue_sort_caches_keys_and_rekeys_on_change(monkeypatch):
+    from dataclasses import replace
+    catalog = SLOCatalog()
+    st = PluginState(PluginConfig(enable=True), SimpleNamespace(disaggregation_mode="null"), 4096, 8)
+    st.catalog = catalog
+    reqs = []
+    for i, cls in enumerate(["batch", "standard", "interactive"]):
+        r = _req(f"r{i}", recv=float(i))
+        r._hfx = ReqView(r, catalog.resolve({"class": cls}), float(i))
+        reqs.append(r)
+    queue = list(reqs)
+    hooks.sort_waiting(queue, st)
+    assert [r.rid for r in queue] == ["r2", "r1", "r0"]
+    calls = []
+    real_key = st.policy.key
+    monkeypatch.setattr(st.policy, "key", lambda v, perf: calls.append(v.rid) or real_key(v, perf))
+    hooks.sort_waiting(queue, st)
+    assert calls == [] and [r.rid for r in queue] == ["r2", "r1", "r0"]  # nothing changed: cached keys
+    reqs[2]._hfx.best_effort = True  # demoted: re-keyed, goes last
+    hooks.sort_waiting(queue, st)
+    assert calls == ["r2"] and [r.rid for r in queue] == ["r1", "r0", "r2"]
+    st.perf = replace(st.perf, base=st.perf.base * 2)  # a refit: every key is recomputed
+    hooks.sort_waiting(queue, st)
+    assert sorted(calls[1:]) == ["r0", "r1", "r2"]
