@@ -22,7 +22,6 @@ targets (p50 within 15%, p99 within 25%). Writes ``bench/results/NAME.{md,json,p
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import ROOT, prompt, replay, stream, summarize  # noqa: E402
+from run import ROOT, prompt, replay, stream, stream_parser, summarize  # noqa: E402
 
 from hyperflexis_sglang.controller.local import SGLangServer  # noqa: E402
 from hyperflexis_sglang.core.perf_model import FEATURES, PerfModel  # noqa: E402
@@ -203,14 +202,7 @@ def plot_cdfs(live: dict, sims: dict, path: Path) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--traces-dir", default=str(ROOT.parent / "shared" / "traces"))
-    ap.add_argument("--requests", type=int, default=120)
-    ap.add_argument("--rate-scale", type=float, default=20.0)
-    ap.add_argument("--len-scale", type=int, default=2)
-    ap.add_argument("--mix", default="interactive:0.2,standard:0.5,batch:0.3")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    ap.add_argument("--name", default="fidelity", help="result file stem (default fidelity)")
+    ap = stream_parser(__doc__, 120, 20.0, 2, "fidelity")
     ap.add_argument("--measured", help="re-simulate the live results of an earlier NAME.json (same stream "
                                        "flags) instead of running the servers")
     args = ap.parse_args()

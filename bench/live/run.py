@@ -91,15 +91,21 @@ def summarize(results: list[dict]) -> dict:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def stream_parser(doc: str, requests: int, rate_scale: float, len_scale: int, name: str) -> argparse.ArgumentParser:
+    """The stream and output flags shared by the live benchmarks, with their defaults."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--traces-dir", default=str(ROOT.parent / "shared" / "traces"))
-    ap.add_argument("--requests", type=int, default=80)
-    ap.add_argument("--rate-scale", type=float, default=8.0)
-    ap.add_argument("--len-scale", type=int, default=8)
+    ap.add_argument("--requests", type=int, default=requests)
+    ap.add_argument("--rate-scale", type=float, default=rate_scale)
+    ap.add_argument("--len-scale", type=int, default=len_scale)
     ap.add_argument("--mix", default="interactive:0.2,standard:0.5,batch:0.3")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    ap.add_argument("--name", default="live_cpu", help="result file stem (default live_cpu)")
+    ap.add_argument("--name", default=name, help=f"result file stem (default {name})")
+    return ap
+
+
+def main() -> int:
+    ap = stream_parser(__doc__, 80, 8.0, 8, "live_cpu")
     ap.add_argument("--no-mixed-chunk", action="store_true",
                     help="run the HFX server without --enable-mixed-chunk (on this CPU backend mixed steps are "
                          "costlier than separate ones)")
