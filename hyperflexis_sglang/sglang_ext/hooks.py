@@ -198,6 +198,15 @@ def make_adder_class(base, add_req_result):
             self._hfx_allow = {item.rid: item.tokens for item in plan.prefill}
             if plan.verdicts:
                 self._hfx_verdicts(st, sched, plan.verdicts, now)
+            if not self._hfx_allow and not running and sched.chunked_req is None and sched.waiting_queue:
+                # Work-conserving: a plan that admits nothing while nothing runs would leave the engine
+                # idle with requests waiting (an estimate off from SGLang's own accounting). SGLang admits
+                # this iteration, in the policy's queue order.
+                st.idle_fallbacks += 1
+                if st.idle_fallbacks == 1:
+                    log.warning("hyperflexis: the plan admitted nothing on an idle engine (%s); SGLang admits "
+                                "instead (counted in idle_fallbacks)", plan.reason)
+                self._hfx_allow = None
 
         def _hfx_verdicts(self, st, sched, verdicts, now: float) -> None:
             """Apply verdicts the engine can stand behind: all of them on a trusted model, otherwise

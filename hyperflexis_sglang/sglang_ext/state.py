@@ -74,6 +74,7 @@ class PluginState:
         self.rejected = 0
         self.demoted = 0
         self.invalid = 0
+        self.idle_fallbacks = 0  # plans that would have left the engine idle with work waiting (SGLang admitted)
         self._last: tuple[float, tuple] | None = None
         self.last_plan_reason = ""
         self.plan_reasons: collections.Counter = collections.Counter()  # why each iteration's walk stopped
@@ -132,7 +133,7 @@ class PluginState:
             "hook_overhead": (self.hook_s / self.iter_s) if self.iter_s else None,
             "hook_s": self.hook_s, "iteration_s": self.iter_s,  # raw totals: overhead over a window = deltas
             "iterations": self.iterations, "rejected": self.rejected, "demoted": self.demoted,
-            "invalid_slo": self.invalid,
+            "invalid_slo": self.invalid, "idle_fallbacks": self.idle_fallbacks,
             "perf_model": self.perf.to_dict(), "fits": self.fits, "fit_median_rel_error": self.fit_error,
             "samples": len(self.samples), "model_trusted": self.model_trusted(),
             "last_plan_reason": self.last_plan_reason,

@@ -122,7 +122,8 @@ def test_tight_class_overtakes_loose_requests_sent_earlier(servers):
             for name, r in runs.items()}
     print("median TTFT (s):", ttft, "median TPOT (s):", tpot, "attainment:", att,
           "hfx state:", {k: v for k, v in hfx.hfx_state().items() if k in ("fits", "rejected", "demoted",
-                                                                        "fit_median_rel_error", "hook_overhead")})
+                                                                        "fit_median_rel_error", "hook_overhead",
+                                                                        "model_trusted", "plan_reasons", "idle_fallbacks")})
     for name, r in runs.items():
         bad = [(t.status, t.error[:120]) for ts in r.values() for t in ts
                if t.status != 200 or (t.error and "SLO cannot be met" not in t.error)]
