@@ -173,24 +173,13 @@ def create_app(cfg: RouterConfig) -> FastAPI:
         return resp
 
     # The inference endpoints are served by plain Starlette routes placed first (no FastAPI dependency
-    # solving or response wrapping on the hot path); the FastAPI declarations below only document them in
-    # /openapi.json.
+    # solving or response wrapping on the hot path); the same endpoints declared to FastAPI behind them only
+    # document them in /openapi.json.
     for path, kind in INFERENCE:
-        async def raw_endpoint(request: Request, _kind=kind) -> Response:
+        async def endpoint(request: Request, _kind=kind) -> Response:
             return await inference(request, _kind)
-        app.router.routes.insert(0, Route(path, raw_endpoint, methods=["POST"], include_in_schema=False))
-
-    @app.post("/generate")
-    async def generate(request: Request):
-        return await inference(request, "generate")
-
-    @app.post("/v1/completions")
-    async def completions(request: Request):
-        return await inference(request, "completions")
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        return await inference(request, "chat")
+        app.router.routes.insert(0, Route(path, endpoint, methods=["POST"], include_in_schema=False))
+        app.add_api_route(path, endpoint, methods=["POST"], name=kind)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

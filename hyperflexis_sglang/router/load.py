@@ -30,6 +30,7 @@ from .upstream import Upstream, UpstreamError
 
 log = logging.getLogger("hyperflexis_sglang.router")
 LOADS_PATH = "/v1/loads?include=core,memory,queues"
+WORKER_MODEL = "worker's HFX model"  # perf_source prefix once a worker's (trusted) model is in use
 
 
 def default_perf() -> PerfModel:
@@ -67,7 +68,7 @@ def perf_from_server_info(info: dict) -> tuple[PerfModel | None, str]:
         err = hfx.get("fit_median_rel_error")
         return None, (f"default (worker's {model.name} model not trusted yet: {samples} samples, median error "
                       f"{'n/a' if err is None else f'{err:.2f}'})")
-    return model, f"worker's HFX model ({model.name}, {samples} samples, trusted)"
+    return model, f"{WORKER_MODEL} ({model.name}, {samples} samples, trusted)"
 
 
 class Poller:
@@ -119,7 +120,7 @@ class Poller:
             cap = w.polled.get("capacity") or model.kv_capacity_tokens
             w.perf = replace(model, kv_capacity_tokens=cap)
             w.perf_source = source
-        elif not w.perf_source.startswith("worker's"):  # keep the last trusted model and its source
+        elif not w.perf_source.startswith(WORKER_MODEL):  # keep the last trusted model and its source
             w.perf_source = source
 
     async def poll_all(self) -> None:

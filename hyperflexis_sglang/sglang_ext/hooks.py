@@ -136,8 +136,7 @@ def sort_waiting(queue: list, st: PluginState) -> None:
         v = view(r, st)
         stamp = (perf, v.best_effort, r.prefix_len, len(r.output_ids), v.first_token_time,
                  r.time_stats.wait_queue_entry_time)
-        old = v.key_stamp
-        if old is None or old[0] is not perf or old[1:] != stamp[1:]:
+        if v.key_stamp != stamp:  # tuple equality checks identity first: the same model costs no field compare
             v.key, v.key_stamp = key(v, perf), stamp
         return v.key
     queue.sort(key=cached)

@@ -76,13 +76,11 @@ class PluginState:
         self.invalid = 0
         self.idle_fallbacks = 0  # plans that would have left the engine idle with work waiting (SGLang admitted)
         self._last: tuple[float, tuple] | None = None
-        self.last_plan_reason = ""
         self.plan_reasons: collections.Counter = collections.Counter()  # why each iteration's walk stopped
         self.recent_plans: collections.deque = collections.deque(maxlen=RECENT_PLANS)
 
     def planned(self, now: float, plan, waiting: int, running: int) -> None:
         """Record one iteration's plan: why it stopped, and what it admitted (reported for debugging)."""
-        self.last_plan_reason = plan.reason
         self.plan_reasons[plan.reason] += 1
         self.recent_plans.append((round(now, 4), plan.reason, len(plan.prefill), sum(i.tokens for i in plan.prefill),
                                   waiting, running, plan.budget_s if plan.budget_s < math.inf else None,
@@ -136,7 +134,7 @@ class PluginState:
             "invalid_slo": self.invalid, "idle_fallbacks": self.idle_fallbacks,
             "perf_model": self.perf.to_dict(), "fits": self.fits, "fit_median_rel_error": self.fit_error,
             "samples": len(self.samples), "model_trusted": self.model_trusted(),
-            "last_plan_reason": self.last_plan_reason,
+            "last_plan_reason": self.recent_plans[-1][1] if self.recent_plans else "",
             "plan_reasons": dict(self.plan_reasons),
             "recent_plans": [dict(zip(("t", "reason", "prefill_reqs", "prefill_tokens", "waiting", "running",
                                        "budget_s", "predicted_s"), p)) for p in self.recent_plans],
