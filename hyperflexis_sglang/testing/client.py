@@ -121,3 +121,29 @@ def pd_generate(prefill_url: str, decode_url: str, bootstrap_port: int, body: di
     if prefill.get("status", 200) != 200:
         t.status, t.error = prefill["status"], prefill["text"]
     return t
+
+
+def burst(server, loose: int, tight: int, gap_s: float, prompt_words: int, out_tokens: int):
+    """Send ``loose`` batch-class requests at once, then ``tight`` interactive ones ``gap_s`` later; their
+    ``Timing``s by class (the plugin live test and ``bench/live/burst.py``)."""
+    results: dict[str, list] = {"batch": [], "interactive": []}
+    lock = threading.Lock()
+
+    def one(cls, i):
+        text = " ".join(f"w{(i * 7 + k) % 97}" for k in range(prompt_words))
+        t = stream_generate(server.url, {"text": text, "sampling_params": {
+            "max_new_tokens": out_tokens, "temperature": 0, "ignore_eos": True,
+            "custom_params": {"slo": {"class": cls}}}})
+        with lock:
+            results[cls].append(t)
+
+    threads = [threading.Thread(target=one, args=("batch", i)) for i in range(loose)]
+    for th in threads:
+        th.start()
+    time.sleep(gap_s)
+    late = [threading.Thread(target=one, args=("interactive", i)) for i in range(tight)]
+    for th in late:
+        th.start()
+    for th in threads + late:
+        th.join(300)
+    return results

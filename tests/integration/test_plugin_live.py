@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 
 from hyperflexis_sglang.testing.classes import CPU_CLASSES
-from hyperflexis_sglang.testing.client import stream_generate
+from hyperflexis_sglang.testing.client import burst, stream_generate
 
 pytestmark = pytest.mark.integration
 
@@ -64,31 +61,6 @@ def test_openai_endpoints_take_custom_params_slo(servers):
                                                "custom_params": {"slo": {"class": "batch", "tpot_ms": 150}},
                                                "priority": 3})
     assert status == 200 and out["choices"][0]["finish_reason"] == "length"
-
-
-def burst(server, loose: int, tight: int, gap_s: float, prompt_words: int, out_tokens: int):
-    """Send ``loose`` batch-class requests at once, then ``tight`` interactive ones ``gap_s`` later."""
-    results: dict[str, list] = {"batch": [], "interactive": []}
-    lock = threading.Lock()
-
-    def one(cls, i):
-        text = " ".join(f"w{(i * 7 + k) % 97}" for k in range(prompt_words))
-        t = stream_generate(server.url, {"text": text, "sampling_params": {
-            "max_new_tokens": out_tokens, "temperature": 0, "ignore_eos": True,
-            "custom_params": {"slo": {"class": cls}}}})
-        with lock:
-            results[cls].append(t)
-
-    threads = [threading.Thread(target=one, args=("batch", i)) for i in range(loose)]
-    for th in threads:
-        th.start()
-    time.sleep(gap_s)
-    late = [threading.Thread(target=one, args=("interactive", i)) for i in range(tight)]
-    for th in late:
-        th.start()
-    for th in threads + late:
-        th.join(300)
-    return results
 
 
 def median(xs):
