@@ -168,14 +168,66 @@ def test_hfx_prefix_hit_shortens_predicted_ttft():
 
 def test_hfx_spreads_tight_and_bin_packs_loose_requests():
     # bin-packing is switched on by ``bin_pack_ttft_s`` (TTFT targets at or above it are "loose"); the
-    # module doc promises it, but today's default threshold is inf (off), so the test sets it
-    r = make_router("hfx", bin_pack_ttft_s=5.0)
+    # module doc promises it, but today's default threshold is inf (off), so the test sets it; TPOT-class
+    # packing is off here (tight_tpot_s=0), so tight requests spread like any other
+    r = make_router("hfx", bin_pack_ttft_s=5.0, tight_tpot_s=0.0)
     # both instances meet every TTFT; "fuller" has less margin
     insts = [Inst("fuller", num_waiting=3, waiting_tokens=6_000), Inst("emptier")]
     tight = r.pick(req(slo=INTER), insts, 0.0)
     loose = r.pick(req(slo=BATCH), insts, 0.0)
     assert tight.iid == "emptier" and "spread" in tight.reason
     assert loose.iid == "fuller" and "bin-pack" in loose.reason
+
+
+@dataclass
+class PrioInst(Inst):
+    """An instance that reports its queue per priority (all of it below the request's here)."""
+
+    def tokens_ahead(self, priority: int) -> int:
+        return 0
+
+
+TIGHT_HOST = dict(num_running=8, running_kv=8_000, min_running_tpot_s=0.04)  # runs interactive requests
+
+
+@pytest.mark.parametrize("slo, insts, want, why", [
+    # a tight request joins a tight host that meets its SLO rather than the emptier instance
+    (INTER, [Inst("host", waiting_tokens=2_000, **TIGHT_HOST), Inst("empty")], "host", "tight host"),
+    # no tight host yet: first fit among nearly idle instances (not the largest margin)
+    (INTER, [Inst("a", waiting_tokens=2_000), Inst("b")], "a", "new tight host"),
+    # an instance with a long queue of lower priority (so a comfortable predicted TTFT for this request)
+    # does not become a tight host: its loose requests need its long iterations
+    (INTER, [PrioInst("a", waiting_tokens=20_000), Inst("b")], "b", "new tight host"),
+    # nobody meets the SLO: the tight host with the least predicted TTFT, not a new one
+    (INTER, [Inst("host", waiting_tokens=60_000, **TIGHT_HOST), Inst("b", waiting_tokens=30_000)], "host",
+     "among tight hosts"),
+    # a loose request keeps off a tight host when another instance has a comfortable margin
+    (STD, [Inst("host", **TIGHT_HOST), Inst("plain", waiting_tokens=3_000)], "plain", "spread"),
+    (STD, [Inst("host", **TIGHT_HOST), Inst("plain", waiting_tokens=60_000)], "host", "spread"),
+])
+def test_hfx_packs_tight_tpot_requests(slo, insts, want, why):
+    d = make_router("hfx").pick(req(slo=slo), insts, 0.0)
+    assert d.iid == want and why in d.reason
+
+
+def test_hfx_packing_is_collocated_only():
+    # a P/D prefill server runs no decode batch: tight requests spread there
+    insts = [Inst("a", role="prefill", waiting_tokens=2_000), Inst("b", role="prefill")]
+    d = make_router("hfx").pick(req(slo=INTER), insts, 0.0)
+    assert d.iid == "b" and "spread" in d.reason
+
+
+@pytest.mark.parametrize("kv_free, waiting, role, want", [
+    (400_000, 1_000, "collocated", "roomy"),  # "roomy" has the larger margin
+    (3_000, 0, "collocated", "roomy"),  # 3000 free hold the 1000-token prompt and 1500 new tokens
+    (3_000, 1_000, "collocated", "other"),  # not once the 1000 queued prompt tokens are counted
+    (3_000, 1_000, "prefill", "roomy"),  # a prefill server keeps no generation in KV
+])
+def test_hfx_needs_kv_room_for_queue_and_generation(kv_free, waiting, role, want):
+    insts = [Inst("roomy", kv_free=kv_free, waiting_tokens=waiting, role=role),
+             Inst("other", waiting_tokens=4_000, role=role)]
+    d = make_router("hfx").pick(req(slo=BATCH, input_len=1000, max_new_tokens=1_500), insts, 0.0)
+    assert d.iid == want
 
 
 def test_hfx_no_instance_meets_slo_takes_least_predicted_ttft():

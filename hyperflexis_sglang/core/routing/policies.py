@@ -14,13 +14,29 @@ prefix-cache hit; through the instance's performance model, stretched by
 the share of time the instance spends decoding) and TPOT (decode step time
 with the request added). Among instances predicted to meet both targets it
 prefers those with a comfortable margin (half the TTFT target), then the
-largest margin (spread). Options: ``bin_pack_ttft_s`` (requests at least
-that loose take the smallest margin instead: packing, for scale-in) and
-``tight_tpot_s`` (TPOT affinity: tight requests prefer instances already
-running tight requests, loose ones instances running none; in simulation on
-the Azure trace it cost more capacity than it saved, so it is off). If no
-instance can meet the SLO, it takes the smallest predicted TTFT and says so.
-Prefix affinity needs no extra rule: a cache hit shortens the predicted TTFT.
+largest margin (spread). A collocated instance also needs KV room: its free
+KV minus the prefill work queued on it must hold the request's prompt and
+generation limit (else it is KV-bound and the TTFT prediction, which counts
+compute only, is optimistic). If no instance can meet the SLO, it takes the
+smallest predicted TTFT and says so. Prefix affinity needs no extra rule: a
+cache hit shortens the predicted TTFT.
+
+TPOT-class packing (collocated): a request whose TPOT target is below
+``tight_tpot_s`` (0.1 s) makes every iteration of its instance short, which
+costs that instance prefill throughput and decode batching for all its
+requests. So tight requests are packed: each goes to the first instance (in
+the fleet's order) that meets its SLO and either already runs tight requests
+or is nearly idle (its whole queue, a decode step and the request's own
+prefill fit in the comfortable margin); if none does, to the tight host with
+the least predicted TTFT (its scheduler rejects or demotes it if it cannot
+make it). Tight requests thus occupy as few instances as their load needs.
+Loose requests prefer, among instances with a comfortable margin, those
+running no tight request (their TTFT prediction already charges tight
+instances for their short iterations). ``tight_tpot_s`` 0 turns packing
+off. Option ``bin_pack_ttft_s``: requests at least that loose take the
+smallest margin instead (packing, for scale-in). The live router learns
+``min_running_tpot_s`` only if workers report it; until then no instance
+counts as a tight host and tight requests go to the first nearly idle one.
 
 Randomness is passed in (``rand`` in [0, 1)).
 """
@@ -32,6 +48,9 @@ from typing import Hashable, Sequence
 
 from .prefix import PrefixTracker
 from .types import InstanceView, RouteDecision, RouteRequest, require
+
+
+TIGHT_TPOT_S = 0.1  # TPOT targets below this are tight (default classes: interactive 40 ms vs 200 ms)
 
 
 def load(inst: InstanceView) -> int:
@@ -133,18 +152,21 @@ class HFXRouting(RoutingPolicy):
             if inst.kv_free < req.input_len:
                 continue
             ttft, tpot = self.predict(req, inst)
-            tpot_ok = inst.role == "prefill" or tpot <= slo.tpot_s
-            scored.append((slo.ttft_s - ttft, tpot_ok, ttft, tpot, inst))
+            ok = inst.role == "prefill" or (tpot <= slo.tpot_s and _kv_room(req, inst))
+            scored.append((slo.ttft_s - ttft, ok, ttft, tpot, inst))
         if not scored:
             best = max(instances, key=lambda i: i.kv_free)
             return RouteDecision(best.iid, "no instance has KV room: most free KV")
         ok = [s for s in scored if s[0] >= 0 and s[1]]
+        comfy = self.opts.get("comfortable_margin", 0.5) * slo.ttft_s
+        tight = self.opts.get("tight_tpot_s", TIGHT_TPOT_S)
+        if slo.tpot_s < tight and scored[0][4].role == "collocated":
+            return self._pack_tight(req, ok, scored, comfy, tight)
         if ok:
             loose = slo.ttft_s >= self.opts.get("bin_pack_ttft_s", math.inf)
             sign = 1.0 if loose else -1.0
-            tight = self.opts.get("tight_tpot_s", 0.0)  # TPOT affinity is opt-in (see _affinity)
-            comfy = self.opts.get("comfortable_margin", 0.5) * slo.ttft_s  # affinity only among roomy instances
-            margin, _, ttft, tpot, inst = min(ok, key=lambda s: (s[0] < comfy, _affinity(slo.tpot_s, s[4], tight),
+            # among comfortable instances, loose requests keep off tight hosts (their iterations are short)
+            margin, _, ttft, tpot, inst = min(ok, key=lambda s: (s[0] < comfy, s[4].min_running_tpot_s < tight,
                                                                  sign * s[0]))
             how = "bin-pack (loose SLO)" if loose else "spread (largest margin)"
             return RouteDecision(inst.iid, f"{how}: predicted TTFT {ttft * 1e3:.0f} ms",
@@ -152,6 +174,28 @@ class HFXRouting(RoutingPolicy):
         margin, _, ttft, tpot, inst = max(scored, key=_first)
         return RouteDecision(inst.iid, f"no instance meets the SLO: least predicted TTFT {ttft * 1e3:.0f} ms",
                              ttft, tpot)
+
+    def _pack_tight(self, req, ok, scored, comfy: float, tight: float) -> RouteDecision:
+        """First fit of a tight-TPOT request: a tight host, or an instance idle enough to become one."""
+        for margin, _, ttft, tpot, inst in ok:
+            if inst.min_running_tpot_s < tight:
+                return RouteDecision(inst.iid, f"tight host (first fit): predicted TTFT {ttft * 1e3:.0f} ms",
+                                     ttft, tpot)
+            if margin >= comfy and self._idle_enough(req, inst, comfy):
+                return RouteDecision(inst.iid, f"new tight host (nearly idle): predicted TTFT {ttft * 1e3:.0f} ms",
+                                     ttft, tpot)
+        hosts = [s for s in scored if s[4].min_running_tpot_s < tight] or scored
+        margin, _, ttft, tpot, inst = max(hosts, key=_first)
+        return RouteDecision(inst.iid, f"no instance meets the SLO: least predicted TTFT {ttft * 1e3:.0f} ms"
+                             + (" among tight hosts" if hosts is not scored else ""), ttft, tpot)
+
+    @staticmethod
+    def _idle_enough(req: RouteRequest, inst: InstanceView, within_s: float) -> bool:
+        """All queued prefill work (every priority), one decode step and the request's prefill fit in ``within_s``."""
+        perf = inst.perf
+        td = perf.decode_time(inst.num_running, inst.running_kv) if inst.num_running else 0.0
+        work = perf.base + perf.per_prefill_token * inst.waiting_tokens + perf.chunk_time(req.input_len, 0)
+        return work + td <= within_s
 
     def pick_decode(self, req, instances, rand):
         require(instances)
@@ -175,15 +219,9 @@ def _first(s):
     return s[0]
 
 
-def _affinity(tpot_s: float, inst: InstanceView, tight_s: float) -> int:
-    """0 when the request belongs on the instance by TPOT class, else 1.
-
-    A tight-TPOT request limits every iteration of its instance (small
-    prefill budgets), so tight requests go where tight requests already run,
-    and loose requests go where none do; load spreads within each group.
-    """
-    hosts_tight = inst.min_running_tpot_s < tight_s
-    return 0 if hosts_tight == (tpot_s < tight_s) else 1
+def _kv_room(req: RouteRequest, inst: InstanceView) -> bool:
+    """A collocated instance has KV for the queued prompts plus this request's prompt and generation limit."""
+    return inst.role != "collocated" or inst.kv_free - inst.waiting_tokens >= req.input_len + req.max_new_tokens
 
 
 ROUTERS: dict[str, type[RoutingPolicy]] = {
