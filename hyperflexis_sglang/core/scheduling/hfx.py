@@ -11,7 +11,13 @@ Guarantees, per iteration, given an accurate performance model:
 2. Protect new requests. The waiting queue is ordered by least slack
    (latest time prefill may start and still meet TTFT), shifted earlier by
    ``priority_boost_s`` per priority level; best-effort requests come last,
-   first come first served. A request is only admitted to the decode batch
+   first come first served. The slack keeps ``ttft_reserve`` of each TTFT
+   target in reserve (the order is by ``arrival + (1 - reserve) x TTFT``):
+   under overload pure least slack serves every request just before its
+   deadline, so any burst tips the loosest class (always served last) past
+   it; with a reserve a loose request reaches the head while part of its
+   target is left. The price: under overload tighter classes give up some
+   of their share to it. A request is only admitted to the decode batch
    if the predicted decode step stays within ``decode_headroom`` x the
    tightest TPOT in the batch (``tpot_safety`` x on a P/D decode server,
    which runs no prefill), so admission never breaks ongoing requests'
@@ -36,7 +42,7 @@ SLO and otherwise admits like SGLang, so a wild young fit cannot throttle the
 engine.
 
 Knobs (``SchedulerConfig.extra``): ``priority_boost_s`` (0.5),
-``decode_headroom`` (0.6), ``tpot_safety`` (0.9: plan to 90% of each TPOT),
+``ttft_reserve`` (0.5), ``decode_headroom`` (0.6), ``tpot_safety`` (0.9: plan to 90% of each TPOT),
 ``tpot_horizon_tokens`` (16), ``lookahead`` (32 requests screened beyond the
 stop point per iteration).
 """
@@ -62,6 +68,7 @@ class HFXScheduler(Scheduler):
         self.lookahead = int(extra.get("lookahead", 32))
         self.horizon = int(extra.get("tpot_horizon_tokens", 16))
         self.safety = float(extra.get("tpot_safety", 0.9))
+        self.ttft_share = 1.0 - float(extra.get("ttft_reserve", 0.5))  # share of the TTFT target the order uses
         self._tight_snap: EngineSnapshot | None = None  # snapshot the cached tightest TPOT belongs to
         self._tight = math.inf
 
@@ -73,7 +80,7 @@ class HFXScheduler(Scheduler):
         if req.first_token_time is not None:  # retracted mid-decode: next token deadline
             due = req.slo.token_deadline(req.output_len + 1, req.arrival, req.first_token_time)
         else:
-            due = req.slo.ttft_deadline(req.arrival)
+            due = req.arrival + self.ttft_share * req.slo.ttft_s
         return (0, due - perf.prefill_time(todo, 0) - self.boost * req.slo.priority)
 
     def decode_key(self, req: RequestView, perf: PerfModel) -> tuple:
