@@ -11,6 +11,7 @@ they inherit the environment, so every process sees the same settings.
 | ``HFX_POLICY_EXTRA`` | ``{}`` | JSON object of policy knobs (``SchedulerConfig.extra``) |
 | ``HFX_PERF_MODEL`` | ``fit`` | ``fit``: learn online from this engine; or a preset ``MODEL/GPU/TP`` |
 | ``HFX_FIT_EVERY`` | ``64`` | refit the performance model every N iterations |
+| ``HFX_PREEMPTION`` | ``1`` | ``0``: never evict a running request for a waiting one (the policy's ``preempt``; retraction when KV runs out during decode is SGLang's and stays on) |
 | ``HFX_CPU_PD`` | unset | P/D on a CPU (see ``cpu_pd``): ``1`` applies the fix even with ``HFX_ENABLE=0`` (a stock-scheduling baseline pair), ``0`` never; unset: with ``HFX_ENABLE=1``. Never on a machine with a CUDA device |
 """
 
@@ -39,6 +40,8 @@ class PluginConfig(BaseModel):
     extra: dict = Field(default_factory=dict, description="HFX_POLICY_EXTRA: policy knobs")
     perf_model: str = Field("fit", description="HFX_PERF_MODEL: 'fit' or MODEL/GPU/TP preset")
     fit_every: int = Field(64, ge=1, description="HFX_FIT_EVERY: iterations between refits")
+    preemption: bool = Field(True, description="HFX_PREEMPTION: evict running requests the policy picks for a "
+                                               "waiting one")
     cpu_pd: bool | None = Field(None, description="HFX_CPU_PD: CPU P/D fix (None: follow HFX_ENABLE)")
 
     @property
@@ -66,6 +69,7 @@ class PluginConfig(BaseModel):
                        cpu_pd=None if cpu_pd == "" else _truthy(cpu_pd),
                        policy=env.get("HFX_POLICY", "hfx"), slo_classes=env.get("HFX_SLO_CLASSES") or None,
                        extra=extra, perf_model=env.get("HFX_PERF_MODEL", "fit"),
-                       fit_every=int(env.get("HFX_FIT_EVERY", "64")))
+                       fit_every=int(env.get("HFX_FIT_EVERY", "64")),
+                       preemption=_truthy(env.get("HFX_PREEMPTION", "1")))
         except (ValueError, TypeError) as e:
             raise PluginConfigError(f"bad HFX_* environment: {e}") from None

@@ -21,6 +21,10 @@ Seams (see the field guide, section 2):
   priority). The deadlines count from the decode server's own scheduler
   receive time, which a router that POSTs to both servers at once makes
   the same instant as the prefill server's, give or take the network;
+* preemption (inside the ``PrefillAdder`` subclass): running requests the
+  plan names as victims for a waiting one are evicted the way SGLang's
+  priority preemption evicts them, and re-queued; while requests wait, the
+  batch-full mark is cleared so the policy sees every iteration;
 * retraction victims (``ScheduleBatch._get_decode_retraction_order``,
   REPLACE): the policy's victim order;
 * calibration (``Scheduler.run_batch``, AROUND): iteration composition and
@@ -145,6 +149,11 @@ def sort_waiting(queue: list, st: PluginState) -> None:
 def get_new_batch_prefill_raw(original, self, *args, **kwargs):
     st = state_for(self)
     st.scheduler = self
+    if st.sched_cfg.preemption and self.waiting_queue and self.running_batch is not None:
+        # SGLang skips admission while the batch is marked full (KV ran out) until a request leaves;
+        # with preemption the policy must still see each iteration, as SGLang's own priority
+        # preemption does (it clears the mark the same way)
+        self.running_batch.batch_is_full = False
     return original(self, *args, **kwargs)
 
 
@@ -190,11 +199,15 @@ def make_adder_class(base, add_req_result):
                 running.append(v)
             chunked = view(sched.chunked_req, st) if sched.chunked_req is not None else None
             kv_free = self.token_to_kv_pool_allocator.available_size() + self.tree_cache.evictable_size()
+            budget = getattr(self, "memory_budget", None)  # SGLang's own reservation for the running requests
             snap = EngineSnapshot(now, _Views(sched.waiting_queue, st), running, kv_free, st.perf, chunked,
-                                  self.new_token_ratio, st.mode, perf_trusted=st.model_trusted())
+                                  self.new_token_ratio, st.mode, perf_trusted=st.model_trusted(),
+                                  reserved_kv_tokens=float(getattr(budget, "total_offset", -1.0)))
             plan = st.policy.plan(snap)
             st.planned(now, plan, len(sched.waiting_queue), len(running))
             self._hfx_allow = {item.rid: item.tokens for item in plan.prefill}
+            if plan.retract and plan.prefill:  # victims for a waiting request (decode-time retraction is SGLang's)
+                self._hfx_preempt(st, sched, set(plan.retract))
             if plan.verdicts:
                 self._hfx_verdicts(st, sched, plan.verdicts, now)
             if not self._hfx_allow and not running and sched.chunked_req is None and sched.waiting_queue:
@@ -206,6 +219,29 @@ def make_adder_class(base, add_req_result):
                     log.warning("hyperflexis: the plan admitted nothing on an idle engine (%s); SGLang admits "
                                 "instead (counted in idle_fallbacks)", plan.reason)
                 self._hfx_allow = None
+
+        def _hfx_preempt(self, st, sched, rids: set) -> None:
+            """Evict the planned victims as SGLang's ``preempt_to_schedule`` does: free their KV (the
+            prefix cache may keep it), drop them from the running batch and hand them back to the
+            scheduler, which re-queues them after this walk; they resume by re-prefilling their tokens."""
+            batch = self.running_batch
+            if batch is None or not hasattr(self, "memory_budget") or not hasattr(batch, "release_req"):
+                return  # not the SGLang this was written against (0.5.23): admit without evicting
+            keep, victims = [], []
+            for i, r in enumerate(batch.reqs):
+                # a request that finished this step has already released its KV (SGLang's comment in
+                # preempt_to_schedule); the chunked request is not in the batch
+                if r.rid in rids and not r.finished() and r not in self.preempt_list and r is not sched.chunked_req:
+                    victims.append(r)
+                    self.memory_budget.total_offset -= self._get_running_request_total_token_offset(r)
+                    batch.release_req(i, len(batch.reqs) - len(victims))
+                else:
+                    keep.append(i)
+            if victims:
+                batch.filter_batch(keep_indices=keep)
+                self.preempt_list.extend(victims)
+                st.preempted += len(victims)
+                st.recent_preemptions.extend((r.rid, len(r.output_ids)) for r in victims)
 
         def _hfx_verdicts(self, st, sched, verdicts, now: float) -> None:
             """Apply verdicts the engine can stand behind: all of them on a trusted model, otherwise

@@ -51,7 +51,7 @@ class PluginState:
             chunk_size=chunk if chunk and chunk > 0 else 1 << 30,
             max_prefill_tokens=getattr(server_args, "max_prefill_tokens", 16384),
             max_running=max_running, mixed=mixed, page_size=getattr(server_args, "page_size", 1) or 1,
-            preemption=False,  # the hooks do not retract running requests for a waiting one (yet): never plan on it
+            preemption=cfg.preemption and self.mode == "collocated",  # the adder evicts the victims a plan names
             extra=dict(cfg.extra))
         self.policy = make_scheduler(cfg.policy, **{k: getattr(self.sched_cfg, k) for k in
                                                     ("chunk_size", "max_prefill_tokens", "max_running", "mixed",
@@ -73,6 +73,8 @@ class PluginState:
         self.iterations = 0
         self.rejected = 0
         self.demoted = 0
+        self.preempted = 0  # running requests evicted (back to the queue) for a waiting one
+        self.recent_preemptions: collections.deque = collections.deque(maxlen=RECENT_PLANS)  # (rid, output tokens)
         self.invalid = 0
         self.idle_fallbacks = 0  # plans that would have left the engine idle with work waiting (SGLang admitted)
         self._last: tuple[float, tuple] | None = None
@@ -131,6 +133,8 @@ class PluginState:
             "hook_overhead": (self.hook_s / self.iter_s) if self.iter_s else None,
             "hook_s": self.hook_s, "iteration_s": self.iter_s,  # raw totals: overhead over a window = deltas
             "iterations": self.iterations, "rejected": self.rejected, "demoted": self.demoted,
+            "preempted": self.preempted, "preemption": self.sched_cfg.preemption,
+            "recent_preemptions": [{"rid": rid, "output_tokens": n} for rid, n in self.recent_preemptions],
             "invalid_slo": self.invalid, "idle_fallbacks": self.idle_fallbacks,
             "perf_model": self.perf.to_dict(), "fits": self.fits, "fit_median_rel_error": self.fit_error,
             "samples": len(self.samples), "model_trusted": self.model_trusted(),

@@ -1,8 +1,8 @@
 """SLO classes scaled to a CPU running the tiny test model (GPU-scale targets are all infeasible there).
 
 The interactive TTFT (10 s) is above the time a prioritised request waits for
-the 4096-token KV pool to free during the overload tests (the plugin cannot
-preempt running requests yet) and below what it waits in FCFS order.
+the 4096-token KV pool to free during the overload tests (with preemption off,
+``HFX_PREEMPTION=0``, too) and below what it waits in FCFS order.
 """
 
 CPU_CLASSES = {"default": "standard", "classes": {

@@ -83,10 +83,17 @@ def test_plans_are_counted_and_the_recent_ones_reported_as_json():
     assert (last["prefill_reqs"], last["prefill_tokens"], last["budget_s"]) == (1, 7, None)
 
 
-def test_plugin_policy_never_plans_preemption():
-    st = PluginState(PluginConfig(enable=True, policy="sglang-priority"), SimpleNamespace(disaggregation_mode="null"),
-                     4096, 8)
-    assert st.sched_cfg.preemption is False and st.policy.cfg.preemption is False
+@pytest.mark.parametrize("mode, enabled, expected", [
+    ("null", True, True),  # collocated: the adder evicts the planned victims
+    ("null", False, False),  # HFX_PREEMPTION=0
+    ("prefill", True, False),  # a P/D prefill server has no decode batch to evict from
+    ("decode", True, False),  # a P/D decode server admits transferred requests; SGLang retracts on its own
+])
+def test_plugin_plans_preemption_only_where_the_adder_applies_it(mode, enabled, expected):
+    st = PluginState(PluginConfig(enable=True, policy="sglang-priority", preemption=enabled),
+                     SimpleNamespace(disaggregation_mode=mode), 4096, 8)
+    assert st.sched_cfg.preemption is expected and st.policy.cfg.preemption is expected
+    assert st.report()["preemption"] is expected and st.report()["preempted"] == 0
 
 
 def test_waiting_queue_sort_caches_keys_and_rekeys_on_change(monkeypatch):

@@ -223,6 +223,29 @@ def test_priority_preempts_lower_priority_when_kv_short():
     assert f.retract == () and f.prefill == () and f.decode and "KV cache full" in f.reason
 
 
+def test_no_victim_is_evicted_for_a_request_that_does_not_run_now():
+    # mixed chunk: the three decode rows spend the whole 3-token chunk budget, so the urgent request
+    # cannot start this iteration, and evicting batch requests for it would only throw their KV away
+    urgent = Req("i", 1.0, INTER, input_len=3000, max_new_tokens=10)
+    p = plan("sglang-priority", [urgent], LOW, kv=2000, sched=make_scheduler("sglang-priority", chunk_size=3,
+                                                                              mixed=True))
+    assert p.prefill == () and p.retract == () and p.decode and "chunk budget" in p.reason
+    roomy = plan("sglang-priority", [urgent], LOW, kv=2000, sched=make_scheduler("sglang-priority", mixed=True))
+    assert roomy.retract == ("b2", "b1") and roomy.prefill[0].rid == "i"  # with room it does preempt
+
+
+@pytest.mark.parametrize("reserved, admitted", [
+    (-1.0, True),  # estimated: 0.7 x 3 x 10 = 21 tokens reserved, 1979 free for the 1011 needed
+    (0.0, True),
+    (990.0, False),  # the engine's own reservation (e.g. ignore_eos at ratio 1, mixed decode rows) is larger
+])
+def test_engine_reservation_replaces_the_estimate(reserved, admitted):
+    p = plan("sglang-fcfs", [Req("w", 1.0, STD, input_len=1000, max_new_tokens=10)], LOW, kv=2000,
+             reserved_kv_tokens=reserved)
+    assert bool(p.prefill) is admitted
+    assert p.reason == ("queue empty" if admitted else "decode (KV cache full)")
+
+
 def test_priority_does_not_preempt_equal_or_higher_priority():
     p = plan("sglang-priority", [Req("b", 1.0, BATCH, input_len=3000, max_new_tokens=10)], LOW, kv=2000)
     assert p.retract == () and p.prefill == () and "KV cache full" in p.reason

@@ -87,10 +87,13 @@ class Scheduler:
             return self._plan_decode(snap)
         return self._plan_prefill(snap)
 
-    def reserved_kv(self, running: Sequence[RequestView], ratio: float) -> float:
-        """KV SGLang keeps for the future tokens of running requests."""
+    def reserved_kv(self, snap: EngineSnapshot) -> float:
+        """KV SGLang keeps for the future tokens of running requests: the engine's own figure when the
+        shell gives one, else estimated with the snapshot's ``new_token_ratio``."""
+        if snap.reserved_kv_tokens >= 0:
+            return snap.reserved_kv_tokens
         clip = self.cfg.clip_max_new_tokens
-        return sum(min(r.max_new_tokens - r.output_len, clip) for r in running) * ratio
+        return sum(min(r.max_new_tokens - r.output_len, clip) for r in snap.running) * snap.new_token_ratio
 
     def _plan_prefill(self, snap: EngineSnapshot) -> IterationPlan:
         cfg, perf, now = self.cfg, snap.perf, snap.now
@@ -100,7 +103,7 @@ class Scheduler:
         decode_too = cfg.mixed and run_n > 0 and snap.mode == "collocated"
         budget_s, why = self.prefill_budget(snap, run_kv)
         t = perf.base + (perf.per_decode_req * run_n + perf.per_kv_token * run_kv if decode_too else 0.0)
-        rem_total = snap.kv_free_tokens - self.reserved_kv(running, snap.new_token_ratio)
+        rem_total = snap.kv_free_tokens - self.reserved_kv(snap)
         rem_chunk = cfg.chunk_size - (run_n if decode_too else 0)
         rem_input = cfg.max_prefill_tokens
         items: list[PrefillItem] = []
@@ -129,18 +132,12 @@ class Scheduler:
             reserve = min(req.max_new_tokens - req.output_len, cfg.clip_max_new_tokens)
             held = 0 if req is snap.chunked else req.cached_len  # a prefix hit leaves the evictable pool
             need = todo + held + reserve + cfg.page_size
+            victims = ()
             if need >= rem_total:
-                victims = self.preempt(req, snap, need - rem_total, taken) if cfg.preemption else []
+                victims = self.preempt(req, snap, need - rem_total, taken) if cfg.preemption else ()
                 if not victims:
                     stop = "KV cache full"
                     break
-                for v in victims:
-                    taken.add(v.rid)
-                    retract.append(v.rid)
-                    rem_total += v.input_len + v.output_len + min(v.max_new_tokens - v.output_len,
-                                                                  cfg.clip_max_new_tokens) * snap.new_token_ratio
-                    batch_n -= 1
-                    batch_kv -= v.input_len + v.output_len
             n = min(todo, rem_chunk, max(rem_input, 0))
             slo_limited = False
             if budget_s < math.inf:
@@ -151,7 +148,14 @@ class Scheduler:
                 n -= n % cfg.page_size
             if n <= 0 or (slo_limited and n < min(todo, MIN_CHUNK_TOKENS)):
                 stop = f"SLO budget ({why})" if slo_limited else "chunk budget"
-                break
+                break  # before evicting anyone: victims are only taken for a request that runs now
+            for v in victims:
+                taken.add(v.rid)
+                retract.append(v.rid)
+                rem_total += v.input_len + v.output_len + min(v.max_new_tokens - v.output_len,
+                                                              cfg.clip_max_new_tokens) * snap.new_token_ratio
+                batch_n -= 1
+                batch_kv -= v.input_len + v.output_len
             items.append(PrefillItem(req.rid, n, n == todo))
             t += perf.chunk_time(n, req.cached_len)
             rem_total -= n + held + cfg.page_size + (reserve if n == todo else 0)
@@ -199,7 +203,7 @@ class Scheduler:
         batch_n = len(running)
         batch_kv = _running_kv(snap)
         admitted_kv = 0  # context of the requests admitted below; their KV leaves the free pool
-        free = snap.kv_free_tokens - self.reserved_kv(running, snap.new_token_ratio)
+        free = snap.kv_free_tokens - self.reserved_kv(snap)
         admit: list[Hashable] = []
         stop = "queue empty"
         for req in snap.waiting:

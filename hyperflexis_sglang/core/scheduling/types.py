@@ -51,6 +51,8 @@ class EngineSnapshot:
     mode: str = "collocated"  # "collocated", "prefill" (P/D prefill server) or "decode" (P/D decode server)
     running_kv_tokens: int = -1  # total context of the running batch; -1: the policy sums it
     perf_trusted: bool = True  # False: ``perf`` is a guess (a young or noisy fit): order by it, do not throttle by it
+    reserved_kv_tokens: float = -1.0  # KV the engine holds back for running requests' future tokens (SGLang's
+    # PrefillAdder offset); -1: the policy estimates it from ``new_token_ratio``
 
 
 @dataclass(frozen=True)
@@ -95,5 +97,5 @@ class SchedulerConfig:
     mixed: bool = False  # --enable-mixed-chunk: decode rides along prefill iterations
     clip_max_new_tokens: int = 4096  # SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION
     page_size: int = 1  # --page-size; chunk boundaries are multiples of it
-    preemption: bool = True  # the engine retracts running requests the policy's ``preempt`` picks (the plugin cannot)
+    preemption: bool = True  # the engine retracts running requests the policy's ``preempt`` picks for a waiting one
     extra: dict = field(default_factory=dict)  # policy-specific knobs (documented per policy)
