@@ -147,3 +147,32 @@ def burst(server, loose: int, tight: int, gap_s: float, prompt_words: int, out_t
     for th in threads + late:
         th.join(300)
     return results
+
+
+def hold_pool_then_cut_in(server, holders: int, hold_tokens: int, cut_tokens: int, prompt_words: int = 50):
+    """``holders`` long batch requests fill the KV pool; once they run, one interactive request arrives
+    that does not fit beside them. Returns the holders' greedy outputs and finish times (by holder) and
+    the interactive request's timing (the plugin's preemption test and ``bench/live/preempt.py``)."""
+    outs: dict[str, list] = {}
+    done: dict[str, float] = {}
+
+    def hold(i):
+        text = " ".join(f"h{(i * 13 + k) % 89}" for k in range(prompt_words))
+        status, out = server.post("/generate", {"text": text, "rid": f"holder-{i}-{uuid.uuid4().hex[:8]}",
+                                                "sampling_params": {
+            "max_new_tokens": hold_tokens, "temperature": 0, "ignore_eos": True,
+            "custom_params": {"slo": {"class": "batch"}}}}, timeout=300)
+        done[f"holder-{i}"] = time.perf_counter()
+        outs[f"holder-{i}"] = out["output_ids"] if status == 200 else (status, out)
+
+    threads = [threading.Thread(target=hold, args=(i,)) for i in range(holders)]
+    for th in threads:
+        th.start()
+    time.sleep(1.0)  # the holders are admitted in the first iterations and decode from then on
+    cut = stream_generate(server.url, {"text": " ".join(f"c{k % 31}" for k in range(prompt_words)),
+                                       "sampling_params": {"max_new_tokens": cut_tokens, "temperature": 0,
+                                                           "ignore_eos": True,
+                                                           "custom_params": {"slo": {"class": "interactive"}}}})
+    for th in threads:
+        th.join(300)
+    return outs, done, cut

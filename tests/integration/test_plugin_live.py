@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-import time
-import uuid
-
 import pytest
 
 from hyperflexis_sglang.testing.classes import CPU_CLASSES
-from hyperflexis_sglang.testing.client import burst, stream_generate
+from hyperflexis_sglang.testing.client import burst, hold_pool_then_cut_in, stream_generate
 
 pytestmark = pytest.mark.integration
 
@@ -111,35 +107,6 @@ def test_tight_class_overtakes_loose_requests_sent_earlier(servers):
     assert ttft["hfx"]["interactive"] < ttft["stock"]["interactive"]
     for cls in ("interactive", "batch"):
         assert att["hfx"][cls] >= att["stock"][cls], (cls, att)
-
-
-def hold_pool_then_cut_in(server, holders: int, hold_tokens: int, cut_tokens: int, prompt_words: int = 50):
-    """``holders`` long batch requests fill the KV pool; once they run, one interactive request arrives
-    that does not fit beside them. Returns the holders' greedy outputs and finish times (by rid) and the
-    interactive request's timing."""
-    outs: dict[str, list] = {}
-    done: dict[str, float] = {}
-
-    def hold(i):
-        text = " ".join(f"h{(i * 13 + k) % 89}" for k in range(prompt_words))
-        status, out = server.post("/generate", {"text": text, "rid": f"holder-{i}-{uuid.uuid4().hex[:8]}",
-                                                "sampling_params": {
-            "max_new_tokens": hold_tokens, "temperature": 0, "ignore_eos": True,
-            "custom_params": {"slo": {"class": "batch"}}}}, timeout=300)
-        done[f"holder-{i}"] = time.perf_counter()
-        outs[f"holder-{i}"] = out["output_ids"] if status == 200 else (status, out)
-
-    threads = [threading.Thread(target=hold, args=(i,)) for i in range(holders)]
-    for th in threads:
-        th.start()
-    time.sleep(1.0)  # the holders are admitted in the first iterations and decode from then on
-    cut = stream_generate(server.url, {"text": " ".join(f"c{k % 31}" for k in range(prompt_words)),
-                                       "sampling_params": {"max_new_tokens": cut_tokens, "temperature": 0,
-                                                           "ignore_eos": True,
-                                                           "custom_params": {"slo": {"class": "interactive"}}}})
-    for th in threads:
-        th.join(300)
-    return outs, done, cut
 
 
 def test_tight_request_preempts_batch_requests_holding_the_kv_pool(servers):
