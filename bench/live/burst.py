@@ -16,19 +16,12 @@ mixed chunk), HFX with and without mixed chunk. Writes
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
 import sys
-import tempfile
 
-from run import ROOT
+from run import configs_parser, measure_configs, write_report
 
 from hyperflexis_sglang.controller.local import SGLangServer  # noqa: E402
-from hyperflexis_sglang.sglang_ext.tiny_model import ensure_tiny_model  # noqa: E402
-from hyperflexis_sglang.sim.cli import write_atomic  # noqa: E402
-from hyperflexis_sglang.testing.classes import CPU_CLASSES  # noqa: E402
 from hyperflexis_sglang.testing.client import burst  # noqa: E402
 
 MIXED = ["--enable-mixed-chunk"]
@@ -63,25 +56,13 @@ def measure(name: str, model, classes: str, args) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    ap.add_argument("--name", default="live_burst", help="result file stem (default live_burst)")
-    ap.add_argument("--configs", default=",".join(CONFIGS))
-    ap.add_argument("--reps", type=int, default=3)
+    ap = configs_parser(__doc__, "live_burst", CONFIGS)
     ap.add_argument("--loose", type=int, default=64)
     ap.add_argument("--tight", type=int, default=6)
     ap.add_argument("--words", type=int, default=150)
     ap.add_argument("--out-tokens", type=int, default=32)
     args = ap.parse_args()
-    names = args.configs.split(",")
-    unknown = [n for n in names if n not in CONFIGS]
-    if unknown:
-        ap.error(f"--configs: unknown {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(CPU_CLASSES, f)
-    model = ensure_tiny_model()
-    results = {n: measure(n, model, f.name, args) for n in names}
+    load, results = measure_configs(ap, args, CONFIGS, measure)
     lines = ["# KV-deep burst on live CPU SGLang: drain time and tight TTFT\n",
              f"`python bench/live/burst.py --configs {args.configs} --reps {args.reps}` on a 2-core CPU machine "
              f"(load average before: {load}), tiny generated model, KV pool 4096 tokens. Burst: {args.loose} "
@@ -95,11 +76,7 @@ def main() -> int:
                      f"{statistics.median(r['tight_ttft_s']):.2f} |")
     lines += ["", "Plugin state after each run: " + "; ".join(f"{n}: {r['state']}" for n, r in results.items()
                                                              if r["state"]["hook_overhead"] is not None)]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    write_atomic(os.path.join(args.out, f"{args.name}.md"), text.encode())
-    write_atomic(os.path.join(args.out, f"{args.name}.json"),
-                 (json.dumps({"args": vars(args), "results": results}, indent=1, default=str) + "\n").encode())
+    write_report(args.out, args.name, "\n".join(lines) + "\n", {"args": vars(args), "results": results})
     return 0
 
 

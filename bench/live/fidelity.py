@@ -25,22 +25,19 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import ROOT, prompt, replay, stream, stream_parser, summarize  # noqa: E402
+from run import cpu_classes_file, prompt, replay, stream, stream_parser, summarize, write_report  # noqa: E402
 
 from hyperflexis_sglang.controller.local import SGLangServer  # noqa: E402
 from hyperflexis_sglang.core.perf_model import FEATURES, PerfModel  # noqa: E402
 from hyperflexis_sglang.core.slo import avg_tpot, meets_slo  # noqa: E402
 from hyperflexis_sglang.sglang_ext.tiny_model import ensure_tiny_model  # noqa: E402
-from hyperflexis_sglang.sim.cli import write_atomic  # noqa: E402
 from hyperflexis_sglang.sim.cluster import Cluster, ClusterConfig  # noqa: E402
 from hyperflexis_sglang.sim.workload import Workload, load_trace  # noqa: E402
-from hyperflexis_sglang.testing.classes import CPU_CLASSES  # noqa: E402
 from hyperflexis_sglang.testing.client import stream_generate  # noqa: E402
 
 TARGETS = (("p50", ("ttft_p50", "tpot_p50"), 0.15), ("p99", ("ttft_p99", "tpot_p99"), 0.25))
@@ -217,9 +214,8 @@ def main() -> int:
         saved = json.loads(Path(args.measured).read_text())
         live, cmd = saved["live"], saved["command"]
     else:
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-            json.dump(CPU_CLASSES, f)
-        live = {name: run_server(name, reqs, model, f.name) for name in SERVERS}
+        classes = cpu_classes_file()
+        live = {name: run_server(name, reqs, model, classes) for name in SERVERS}
     wl = sim_workload(reqs, tokens)
     models = {name: PerfModel.from_dict(live[fitted]["hfx_state"]["perf_model"])
               for name, (_, _, _, fitted) in SERVERS.items()}
@@ -257,15 +253,10 @@ def main() -> int:
            + ", ".join(f"{k} {_pct(v)}" for k, v in noise["rel_err"].items()) + ". Targets:", ""]
     md += [f"- {c['target']} ({c['scope']}): {'met' if c['met'] else 'NOT met'} "
            f"({c['within']}/{c['of']} within, worst {c['worst']:.0%})" for c in checks]
-    text = "\n".join(md) + "\n"
-    print(text)
-    out = Path(args.out)
-    write_atomic(str(out / f"{args.name}.md"), text.encode())
-    write_atomic(str(out / f"{args.name}.json"), (json.dumps(
-        {"args": vars(args), "command": cmd, "tokens": tokens, "frontend_s": frontend, "noise": noise,
-         "comparisons": comparisons, "targets": checks, "live": live, "simulated": sims},
-        indent=1, default=str) + "\n").encode())
-    plot_cdfs(live, sims, out / f"{args.name}.png")
+    write_report(args.out, args.name, "\n".join(md) + "\n",
+                 {"args": vars(args), "command": cmd, "tokens": tokens, "frontend_s": frontend, "noise": noise,
+                  "comparisons": comparisons, "targets": checks, "live": live, "simulated": sims})
+    plot_cdfs(live, sims, Path(args.out) / f"{args.name}.png")
     return 0
 
 

@@ -16,19 +16,12 @@ preemption, HFX with ``HFX_PREEMPTION=0``. Writes
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
 import sys
-import tempfile
 
-from run import ROOT
+from run import configs_parser, measure_configs, write_report
 
 from hyperflexis_sglang.controller.local import SGLangServer  # noqa: E402
-from hyperflexis_sglang.sglang_ext.tiny_model import ensure_tiny_model  # noqa: E402
-from hyperflexis_sglang.sim.cli import write_atomic  # noqa: E402
-from hyperflexis_sglang.testing.classes import CPU_CLASSES  # noqa: E402
 from hyperflexis_sglang.testing.client import hold_pool_then_cut_in  # noqa: E402
 
 CONFIGS = {  # name -> (plugin on, extra env)
@@ -59,24 +52,12 @@ def measure(name: str, model, classes: str, args) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    ap.add_argument("--name", default="live_preempt", help="result file stem (default live_preempt)")
-    ap.add_argument("--configs", default=",".join(CONFIGS))
-    ap.add_argument("--reps", type=int, default=3)
+    ap = configs_parser(__doc__, "live_preempt", CONFIGS)
     ap.add_argument("--holders", type=int, default=6)
     ap.add_argument("--hold-tokens", type=int, default=680)
     ap.add_argument("--cut-tokens", type=int, default=700)
     args = ap.parse_args()
-    names = args.configs.split(",")
-    unknown = [n for n in names if n not in CONFIGS]
-    if unknown:
-        ap.error(f"--configs: unknown {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(CPU_CLASSES, f)
-    model = ensure_tiny_model()
-    results = {n: measure(n, model, f.name, args) for n in names}
+    load, results = measure_configs(ap, args, CONFIGS, measure)
     lines = ["# Preemption on live CPU SGLang: interactive TTFT behind batch requests holding the KV pool\n",
              f"`python bench/live/preempt.py --configs {args.configs} --reps {args.reps}` on a 2-core CPU machine "
              f"(load average before: {load}), tiny generated model, KV pool 4096 tokens, mixed chunk. "
@@ -89,11 +70,7 @@ def main() -> int:
         lines.append(f"| {n} | {', '.join(f'{x:.2f}' for x in r['ttft_s'])} | {statistics.median(r['ttft_s']):.2f} | "
                      f"{sum(r['first_token_before_any_batch_finished'])}/{args.reps} | "
                      f"{', '.join(map(str, r['evicted'])) if CONFIGS[n][0] else '-'} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    write_atomic(os.path.join(args.out, f"{args.name}.md"), text.encode())
-    write_atomic(os.path.join(args.out, f"{args.name}.json"),
-                 (json.dumps({"args": vars(args), "results": results}, indent=1, default=str) + "\n").encode())
+    write_report(args.out, args.name, "\n".join(lines) + "\n", {"args": vars(args), "results": results})
     return 0
 
 

@@ -36,10 +36,44 @@ from hyperflexis_sglang.testing.classes import CPU_CLASSES  # noqa: E402
 from hyperflexis_sglang.testing.client import stream_generate  # noqa: E402
 
 
-def stream(rows, args) -> list[dict]:
+def cpu_classes_file() -> str:
+    """The CPU-scaled SLO classes as a JSON file (the servers' ``HFX_SLO_CLASSES``, the stream's catalog)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(CPU_CLASSES, f)
-    catalog = SLOCatalog.from_file(f.name)
+    return f.name
+
+
+def write_report(out: str | Path, name: str, text: str, payload: dict) -> None:
+    """Print the markdown report and write ``name``.md and ``name``.json (whole or not at all) under ``out``."""
+    print(text)
+    write_atomic(str(Path(out) / f"{name}.md"), text.encode())
+    write_atomic(str(Path(out) / f"{name}.json"), (json.dumps(payload, indent=1, default=str) + "\n").encode())
+
+
+def configs_parser(doc: str, name: str, configs: dict) -> argparse.ArgumentParser:
+    """Options shared by the benchmarks that compare server configurations one at a time."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--name", default=name, help=f"result file stem (default {name})")
+    ap.add_argument("--configs", default=",".join(configs))
+    ap.add_argument("--reps", type=int, default=3)
+    return ap
+
+
+def measure_configs(ap: argparse.ArgumentParser, args, configs: dict, measure) -> tuple[str, dict]:
+    """``measure(name, model, classes_file, args)`` for each of ``--configs`` (exit 2 naming an unknown one);
+    returns the load average before, as text, and the results by configuration."""
+    names = args.configs.split(",")
+    unknown = [n for n in names if n not in configs]
+    if unknown:
+        ap.error(f"--configs: unknown {', '.join(unknown)}; known: {', '.join(configs)}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    model, classes = ensure_tiny_model(), cpu_classes_file()
+    return load, {n: measure(n, model, classes, args) for n in names}
+
+
+def stream(rows, args) -> list[dict]:
+    catalog = SLOCatalog.from_file(cpu_classes_file())
     wl = build(rows, args.mix, seed=0, rate_scale=args.rate_scale, catalog=catalog)
     out = []
     for i in range(len(wl)):
@@ -113,13 +147,12 @@ def main() -> int:
     rows = load_trace(Path(args.traces_dir) / "azure_conv_2023.csv", args.requests)
     reqs = stream(rows, args)
     model = ensure_tiny_model()
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(CPU_CLASSES, f)
+    classes = cpu_classes_file()
     runs, overhead = {}, None
     load_before = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     for name, hfx in (("stock", False), ("hfx", True)):
         server = SGLangServer(model, hfx=hfx, extra_args=["--enable-mixed-chunk"] if hfx and not args.no_mixed_chunk else [],
-                              env={"HFX_SLO_CLASSES": f.name}, name=name)
+                              env={"HFX_SLO_CLASSES": classes}, name=name)
         try:
             server.start()
             replay(server, reqs[:4])  # warm-up (and a first calibration) outside the measurement
@@ -150,12 +183,7 @@ def main() -> int:
     md += ["", f"Overall attainment HFX / stock: {ratio:.2f}x. Every class HFX >= stock: "
            f"{all(runs['hfx'][c]['attainment'] >= runs['stock'][c]['attainment'] for c in runs['hfx'])}.",
            f"HFX scheduler state after the run: {overhead} (hook_overhead = time in HFX hooks / iteration time)."]
-    text = "\n".join(md) + "\n"
-    print(text)
-    write_atomic(str(Path(args.out) / f"{args.name}.md"), text.encode())
-    write_atomic(str(Path(args.out) / f"{args.name}.json"),
-                 (json.dumps({"args": vars(args), "runs": runs, "hfx_state": overhead}, indent=1, default=str)
-                  + "\n").encode())
+    write_report(args.out, args.name, "\n".join(md) + "\n", {"args": vars(args), "runs": runs, "hfx_state": overhead})
     return 0
 
 
