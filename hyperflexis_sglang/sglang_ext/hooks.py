@@ -23,8 +23,10 @@ Seams (see the field guide, section 2):
   the same instant as the prefill server's, give or take the network;
 * preemption (inside the ``PrefillAdder`` subclass): running requests the
   plan names as victims for a waiting one are evicted the way SGLang's
-  priority preemption evicts them, and re-queued; while requests wait, the
-  batch-full mark is cleared so the policy sees every iteration;
+  priority preemption evicts them, and re-queued. A plan blocked on KV makes
+  SGLang mark the batch full, as stock SGLang does; while requests wait, the
+  mark is cleared on each arrival and every ``FULL_RECHECK_S`` so the policy
+  can pick victims without paying a sort and a plan every iteration;
 * retraction victims (``ScheduleBatch._get_decode_retraction_order``,
   REPLACE): the policy's victim order;
 * calibration (``Scheduler.run_batch``, AROUND): iteration composition and
@@ -51,6 +53,7 @@ log = logging.getLogger("hyperflexis_sglang")
 
 CFG: PluginConfig | None = None
 STATE: PluginState | None = None
+FULL_RECHECK_S = 0.05  # while admission is blocked on KV, the policy looks again at most this often (and on arrivals)
 
 TARGETS = {
     "enqueue": "sglang.srt.managers.scheduler.Scheduler._add_request_to_queue",
@@ -113,6 +116,7 @@ def add_request_to_queue(original, self, req, *args, **kwargs):
                 st.invalid += 1
                 return _reject_now(self, req, f"invalid SLO: {e}")
             req._hfx = ReqView(req, slo, req.time_stats.scheduler_recv_time or time.perf_counter())
+            st.arrivals += 1
     return original(self, req, *args, **kwargs)
 
 
@@ -149,11 +153,17 @@ def sort_waiting(queue: list, st: PluginState) -> None:
 def get_new_batch_prefill_raw(original, self, *args, **kwargs):
     st = state_for(self)
     st.scheduler = self
-    if st.sched_cfg.preemption and self.waiting_queue and self.running_batch is not None:
-        # SGLang skips admission while the batch is marked full (KV ran out) until a request leaves;
-        # with preemption the policy must still see each iteration, as SGLang's own priority
-        # preemption does (it clears the mark the same way)
-        self.running_batch.batch_is_full = False
+    batch = kwargs.get("running_batch", args[1] if len(args) > 1 else None)
+    if st.sched_cfg.preemption and self.waiting_queue and batch is not None and batch.batch_is_full:
+        # SGLang skips admission while the batch is marked full (KV ran out) until a request leaves. A
+        # preemption needs the policy to look again before that, but only a new arrival (a possible
+        # preemptor) or time (deadlines, a shrinking KV reservation) can change its answer: the mark is
+        # cleared for those, not every iteration, so a queue blocked on KV costs no sort and no plan.
+        now = time.perf_counter()
+        if st.arrivals != st.full_seen_arrivals or now >= st.full_recheck_at:
+            batch.batch_is_full = False
+            st.full_seen_arrivals = st.arrivals
+            st.full_recheck_at = now + FULL_RECHECK_S
     return original(self, *args, **kwargs)
 
 
@@ -179,6 +189,8 @@ class _Views:
 
 def make_adder_class(base, add_req_result):
     class HFXPrefillAdder(base):
+        _hfx_result = add_req_result
+
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             st = STATE
@@ -206,6 +218,9 @@ def make_adder_class(base, add_req_result):
             plan = st.policy.plan(snap)
             st.planned(now, plan, len(sched.waiting_queue), len(running))
             self._hfx_allow = {item.rid: item.tokens for item in plan.prefill}
+            # past the planned requests: NO_TOKEN when the pool is full makes SGLang mark the batch full and
+            # skip admission (sort and plan too) until a request leaves, as stock SGLang does; else OTHER
+            self._hfx_stop = self._hfx_result.NO_TOKEN if plan.kv_full else self._hfx_result.OTHER
             if plan.retract and plan.prefill:  # victims for a waiting request (decode-time retraction is SGLang's)
                 self._hfx_preempt(st, sched, set(plan.retract))
             if plan.verdicts:
@@ -285,7 +300,7 @@ def make_adder_class(base, add_req_result):
             if self._hfx_allow is None:
                 return super().add_one_req(req, *args, **kwargs)
             if req.rid not in self._hfx_allow:
-                return add_req_result.OTHER
+                return self._hfx_stop
             return self._hfx_with_cap(self._hfx_allow[req.rid],
                                       lambda: super(HFXPrefillAdder, self).add_one_req(req, *args, **kwargs))
 

@@ -76,6 +76,9 @@ class PluginState:
         self.preempted = 0  # running requests evicted (back to the queue) for a waiting one
         self.recent_preemptions: collections.deque = collections.deque(maxlen=RECENT_PLANS)  # (rid, output tokens)
         self.invalid = 0
+        self.arrivals = 0  # new requests enqueued (a blocked queue is looked at again when this moves)
+        self.full_seen_arrivals = 0
+        self.full_recheck_at = 0.0
         self.idle_fallbacks = 0  # plans that would have left the engine idle with work waiting (SGLang admitted)
         self._last: tuple[float, tuple] | None = None
         self.plan_reasons: collections.Counter = collections.Counter()  # why each iteration's walk stopped

@@ -124,6 +124,7 @@ def test_fcfs_kv_full_stops_the_walk_with_reason():
     # need = 1000 prompt + 100 reserved + 1 page >= free KV 1000
     p = plan("sglang-fcfs", [Req("a", input_len=1000), Req("b", 0.1, input_len=10)], kv=1000)
     assert p.prefill == () and p.reason == "KV cache full" and p.idle and p.predicted_s == 0.0
+    assert p.kv_full  # the shell tells the engine the pool is full (SGLang then pauses admission)
 
 
 def test_fcfs_kv_reservation_of_running_requests_counts():
@@ -131,12 +132,12 @@ def test_fcfs_kv_reservation_of_running_requests_counts():
     w = [Req("a", input_len=1000)]
     assert plan("sglang-fcfs", w, kv=1200).prefill
     p = plan("sglang-fcfs", w, [running("r1"), running("r2")], kv=1200)
-    assert not p.prefill and p.decode and p.reason == "decode (KV cache full)"
+    assert not p.prefill and p.decode and p.reason == "decode (KV cache full)" and p.kv_full
 
 
 def test_fcfs_prefill_wins_over_decode():
     p = plan("sglang-fcfs", [Req("a", 1.0, input_len=500)], [running("r1"), running("r2")])
-    assert p.prefill == (PrefillItem("a", 500, True),) and not p.decode
+    assert p.prefill == (PrefillItem("a", 500, True),) and not p.decode and not p.kv_full
     assert p.predicted_s == pytest.approx(P.prefill_time(500))
 
 
@@ -407,7 +408,7 @@ def test_hfx_decode_admits_refuses_in_the_walk():
     snap = snapshot(s, [Req("a", 1.0, STD, input_len=1000)], [r], now=0.5, running_kv_tokens=380_000)
     assert P.decode_time(2, 381_000) > 0.6 * INTER.tpot_s
     p = s.plan(snap)
-    assert not p.prefill and p.decode and "TPOT capacity" in p.reason
+    assert not p.prefill and p.decode and "TPOT capacity" in p.reason and not p.kv_full  # held back, not blocked
 
 
 def test_hfx_untrusted_model_orders_but_does_not_throttle():
@@ -437,7 +438,7 @@ def test_hfx_decode_mode_admits_in_decode_key_order():
     # room for two: the batch request waits
     need = 1000 + 0.7 * 100
     p2 = s.plan(snapshot(s, waiting, [], mode="decode", kv=int(2 * need) + 5))
-    assert p2.admit == ("y", "z") and p2.reason == "KV cache full"
+    assert p2.admit == ("y", "z") and p2.reason == "KV cache full" and p2.kv_full and not p.kv_full
     # FCFS on a decode server admits by enqueue time instead
     f = make_scheduler("sglang-fcfs")
     assert f.plan(snapshot(f, waiting, [], mode="decode")).admit == ("x", "z", "y")

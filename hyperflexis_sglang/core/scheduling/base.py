@@ -30,6 +30,7 @@ from ..perf_model import PerfModel
 from .types import (EngineSnapshot, IterationPlan, PrefillItem, RequestView, RunningView, SchedulerConfig,
                     Verdict, WaitingView)
 
+KV_FULL = "KV cache full"  # the walk's stop reason when the pool cannot hold the next request
 RETRACT_DECODE_STEPS = 20  # SGLang retracts until the pool holds this many steps for the rest
 MIN_CHUNK_TOKENS = 32  # smaller SLO-limited chunks are not worth an iteration
 MAX_VERDICTS = 64  # bounds one decision's cost when a backlog expires at once
@@ -136,7 +137,7 @@ class Scheduler:
             if need >= rem_total:
                 victims = self.preempt(req, snap, need - rem_total, taken) if cfg.preemption else ()
                 if not victims:
-                    stop = "KV cache full"
+                    stop = KV_FULL
                     break
             n = min(todo, rem_chunk, max(rem_input, 0))
             slo_limited = False
@@ -170,6 +171,7 @@ class Scheduler:
                 stop = "prefill token budget used"
                 break
         verdicts += self.screen_tail(queue, snap)
+        kv_full = stop == KV_FULL
         decode = bool(run_n - len(retract)) and snap.mode == "collocated" and (decode_too or not items)
         if decode and not items:
             retract += self._retract_for_decode(snap, taken, run_n - len(retract))
@@ -182,7 +184,7 @@ class Scheduler:
         elif not items:
             t = 0.0
         return IterationPlan(prefill=tuple(items), decode=decode, verdicts=tuple(verdicts), retract=tuple(retract),
-                             reason=stop, budget_s=budget_s, predicted_s=t)
+                             reason=stop, budget_s=budget_s, predicted_s=t, kv_full=kv_full)
 
     def _retract_for_decode(self, snap: EngineSnapshot, taken: set, live_n: int) -> list[Hashable]:
         if snap.kv_free_tokens >= live_n:
@@ -213,7 +215,7 @@ class Scheduler:
                 break
             need = ctx + min(req.max_new_tokens - req.output_len, self.cfg.clip_max_new_tokens) * snap.new_token_ratio
             if need > free:
-                stop = "KV cache full"
+                stop = KV_FULL
                 break
             if not self.decode_admits(req, snap, batch_n + 1, batch_kv + ctx):
                 stop = "decode stage at TPOT capacity"
@@ -227,6 +229,7 @@ class Scheduler:
         retract = self._retract_for_decode(after, set(), len(running)) if running else []
         live = batch_n - len(retract)
         return IterationPlan(admit=tuple(admit), decode=live > 0, retract=tuple(retract), reason=stop,
+                             kv_full=stop == KV_FULL,
                              predicted_s=snap.perf.decode_time(live, batch_kv) if live > 0 else 0.0)
 
 

@@ -81,6 +81,7 @@ class IterationPlan:
     reason: str = ""  # why this iteration looks the way it does
     budget_s: float = float("inf")  # prefill time the policy allowed (inf: unconstrained)
     predicted_s: float = 0.0  # predicted iteration duration
+    kv_full: bool = False  # the walk stopped because the KV pool cannot hold the next request (no victim frees it)
 
     @property
     def idle(self) -> bool:
