@@ -8,7 +8,8 @@ identical stream runs in the simulator: one replica with the live engine's
 settings read from ``/server_info`` (chunked prefill size, max prefill
 tokens, max running requests, mixed chunk, page size, KV pool size), the
 same policy objects (``sglang-fcfs``, ``hfx``) from the plugin's registry
-without preemption (the plugin cannot preempt), prompt lengths counted by
+(preemption as each server has it: the plugin's servers preempt, stock
+SGLang without ``--enable-priority-preemption`` does not), prompt lengths counted by
 the model's own tokenizer, and the performance model the plugin fitted
 online on that engine configuration (stock SGLang fits none: it gets the
 calibrating stock-scheduled server's). Simulated TTFTs include the request
@@ -17,13 +18,20 @@ idle server by lone probe requests before the stream. Reports measured vs simula
 TTFT/TPOT p50/p99 and attainment per class with relative errors, and the
 targets (p50 within 15%, p99 within 25%). Writes ``bench/results/NAME.{md,json,png}``.
 
-    python bench/live/fidelity.py [--requests 120] [--rate-scale 20] [--len-scale 2] [--name fidelity]
+A 2-core machine is noisy: the same server on the same stream differs from
+run to run by about as much as the targets allow. ``--repeats N`` runs the
+three servers N times, interleaved, simulates each run with the model that run
+fitted, and compares the median of every metric over the live runs with the
+median over the simulated ones; the report also gives the live run-to-run spread.
+
+    python bench/live/fidelity.py [--requests 120] [--rate-scale 20] [--len-scale 2] [--repeats 3] [--name fidelity]
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -46,7 +54,7 @@ METRICS = ("ttft_p50", "ttft_p99", "tpot_p50", "tpot_p99")
 # Stock SGLang fits no model; "fcfs-plugin" is the same engine with the plugin calibrating and scheduling as stock
 # (a model fitted on HFX's mixed iterations does not transfer: CPU mixed steps cost differently).
 PROBES, PROBE_WORDS = 5, 8  # lone requests on the idle server that measure the path outside the engine
-SERVERS = {"stock": (None, False, "sglang-fcfs", "fcfs-plugin"),
+SERVERS = {"stock": (None, False, "sglang-fcfs", "fcfs-plugin"),  # stock SGLang: no preemption (its default)
            "fcfs-plugin": ("sglang-fcfs", False, "sglang-fcfs", "fcfs-plugin"),
            "hfx": ("hfx", True, "hfx", "hfx")}
 
@@ -83,11 +91,11 @@ def engine_settings(info: dict) -> dict:
 
 
 def simulate_stream(wl: Workload, policy: str, settings: dict, perf: PerfModel,
-                    frontend_s: float = 0.0) -> list[dict]:
+                    frontend_s: float = 0.0, preemption: bool = False) -> list[dict]:
     """Run ``wl`` on one simulated replica like the live engine; per-request results as ``replay`` gives them,
     TTFT including ``frontend_s`` of request path outside the engine."""
     overrides = tuple((k, settings[k]) for k in ("chunk_size", "max_prefill_tokens", "max_running", "mixed",
-                                                    "page_size")) + (("preemption", False),)  # as the plugin
+                                                    "page_size")) + (("preemption", preemption),)
     cfg = ClusterConfig(policy=policy, router="round_robin", replicas=1, scheduler_overrides=overrides,
                         ignore_eos=True)  # run.py sends ignore_eos
     cluster = Cluster(cfg, replace(perf, kv_capacity_tokens=settings["kv_capacity"]))
@@ -103,6 +111,21 @@ def simulate_stream(wl: Workload, policy: str, settings: dict, perf: PerfModel,
                     if done and r.output_len > 1 else None,
                     "error": r.reason if r.rejected else ("" if done else "unfinished")})
     return out
+
+
+def median_summary(summaries: list[dict]) -> dict:
+    """Per class and metric, the median over runs of ``summarize`` results (one run: that run)."""
+    out = {}
+    for cls, first in summaries[0].items():
+        out[cls] = {k: statistics.median(s[cls][k] for s in summaries) if isinstance(v, (int, float)) else v
+                    for k, v in first.items()}
+    return out
+
+
+def spread(summaries: list[dict]) -> dict:
+    """Live run-to-run spread of the overall metrics: (max - min) / median over the runs."""
+    return {k: (max(v) - min(v)) / statistics.median(v) if statistics.median(v) else 0.0
+            for k in METRICS for v in [[s["overall"][k] for s in summaries]]}
 
 
 def rel_err(sim: float, meas: float) -> float:
@@ -175,7 +198,7 @@ def table(comparisons: dict) -> list[str]:
 
 
 def plot_cdfs(live: dict, sims: dict, path: Path) -> None:
-    """Measured vs simulated CDFs of TTFT and TPOT, one row per server."""
+    """Measured vs simulated CDFs of TTFT and TPOT (all runs pooled), one row per server."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -183,8 +206,9 @@ def plot_cdfs(live: dict, sims: dict, path: Path) -> None:
     for row, name in enumerate(sims):
         for col, metric in enumerate(("ttft", "tpot")):
             ax = axes[row][col]
-            for label, rs, style in (("measured", live[name]["results"], "-"), ("simulated", sims[name], "--")):
-                xs = sorted(r[metric] for r in rs if r[metric] is not None and not r["error"])
+            for label, runs, style in (("measured", [r["results"] for r in live[name]], "-"),
+                                       ("simulated", sims[name], "--")):
+                xs = sorted(r[metric] for rs in runs for r in rs if r[metric] is not None and not r["error"])
                 ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], style, label=label)
             ax.set_xscale("log")
             ax.set_xlabel(f"{metric.upper()} (s)")
@@ -198,34 +222,54 @@ def plot_cdfs(live: dict, sims: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def load_measured(path: str) -> tuple[dict, str]:
+    """The live runs and command of an earlier report (one run per server in reports before ``--repeats``)."""
+    saved = json.loads(Path(path).read_text())
+    return {n: runs if isinstance(runs, list) else [runs] for n, runs in saved["live"].items()}, saved["command"]
+
+
 def main() -> int:
     ap = stream_parser(__doc__, 120, 20.0, 2, "fidelity")
+    ap.add_argument("--repeats", type=int, default=1, help="live runs per server, interleaved (default 1)")
     ap.add_argument("--measured", help="re-simulate the live results of an earlier NAME.json (same stream "
                                        "flags) instead of running the servers")
     args = ap.parse_args()
+    if args.repeats < 1:
+        ap.error(f"--repeats must be >= 1, got {args.repeats}")
     rows = load_trace(Path(args.traces_dir) / "azure_conv_2023.csv", args.requests)
     reqs = stream(rows, args)
     model = str(ensure_tiny_model())
     tokens = prompt_tokens([prompt(i, r["words"]) for i, r in enumerate(reqs)], model)
     probe_tokens = prompt_tokens([prompt(i, PROBE_WORDS) for i in range(PROBES)], model)
     cmd = (f"python bench/live/fidelity.py --requests {args.requests} --rate-scale {args.rate_scale:g} "
-           f"--len-scale {args.len_scale} --name {args.name}")
+           f"--len-scale {args.len_scale} --repeats {args.repeats} --name {args.name}")
     if args.measured:
-        saved = json.loads(Path(args.measured).read_text())
-        live, cmd = saved["live"], saved["command"]
+        live, cmd = load_measured(args.measured)
     else:
         classes = cpu_classes_file()
-        live = {name: run_server(name, reqs, model, classes) for name in SERVERS}
+        live = {name: [] for name in SERVERS}
+        for _ in range(args.repeats):  # interleaved, so a slow spell of the machine hits every server
+            for name in SERVERS:
+                live[name].append(run_server(name, reqs, model, classes))
+    runs = len(live["hfx"])
     wl = sim_workload(reqs, tokens)
-    models = {name: PerfModel.from_dict(live[fitted]["hfx_state"]["perf_model"])
-              for name, (_, _, _, fitted) in SERVERS.items()}
-    frontend = {name: frontend_latency(live[name]["probe_ttft"], probe_tokens, models[name]) for name in SERVERS}
-    sims = {name: simulate_stream(wl, SERVERS[name][2], live[name]["settings"], models[name], frontend[name])
-            for name in SERVERS}
-    comparisons = {name: compare(summarize(live[name]["results"]), summarize(sims[name])) for name in SERVERS}
+    sims: dict = {name: [] for name in SERVERS}
+    frontend: dict = {name: [] for name in SERVERS}
+    for i in range(runs):  # each run simulated with the model fitted in that round
+        for name, (policy, _, sim_policy, fitted) in SERVERS.items():
+            perf = PerfModel.from_dict(live[fitted][i]["hfx_state"]["perf_model"])
+            fe = frontend_latency(live[name][i]["probe_ttft"], probe_tokens, perf)
+            frontend[name].append(fe)
+            sims[name].append(simulate_stream(wl, sim_policy, live[name][i]["settings"], perf, fe,
+                                              preemption=policy is not None))
+    measured = {name: [summarize(r["results"]) for r in live[name]] for name in SERVERS}
+    comparisons = {name: compare(median_summary(measured[name]), median_summary([summarize(s) for s in sims[name]]))
+                   for name in SERVERS}
     checks = verdicts(comparisons)
-    noise = compare(summarize(live["stock"]["results"]), summarize(live["fcfs-plugin"]["results"]))["overall"]
-    load = " / ".join(f"{n} {live[n]['loadavg_before'][0]:.2f}" for n in SERVERS)
+    noise = compare(median_summary(measured["stock"]), median_summary(measured["fcfs-plugin"]))["overall"]
+    load = " / ".join(f"{n} " + ", ".join(f"{r['loadavg_before'][0]:.2f}" for r in live[n]) for n in SERVERS)
+    how = (f"the median of each metric over {runs} interleaved live runs per server against the median over "
+           f"{runs} simulations (each with the model its run fitted)" if runs > 1 else "one live run per server")
     md = ["# Simulator fidelity: live CPU SGLang vs the simulator on the same stream\n",
           f"Live runs: `{cmd}` on a 2-core CPU machine (1-minute load average before each measurement: {load}), "
           f"tiny generated Llama model, SGLang 0.5.23; Azure 2023 conversation trace, first {args.requests} "
@@ -233,29 +277,38 @@ def main() -> int:
           "Servers: `stock` (plain SGLang), `fcfs-plugin` (the same with the plugin calibrating, "
           "`HFX_POLICY=sglang-fcfs`), `hfx` (plugin, `--enable-mixed-chunk`). Simulated with each server's engine "
           "settings and the model fitted online by the plugin on the same engine configuration (stock: "
-          "fcfs-plugin's); policy `sglang-fcfs` or `hfx`, no preemption (the plugin cannot preempt), KV reserved "
-          "for every remaining token (`ignore_eos`, as SGLang does for such requests). Prompt "
-          f"tokens from the model's tokenizer ({sum(tokens) / sum(r['words'] for r in reqs):.2f} tokens/word; "
-          f"the server counted {live['hfx']['prompt0_tokens']} for request 0, the tokenizer {tokens[0]}).\n",
-          "| fitted on | fits | iterations | median rel. error | base | per prefill token | per attn pair | "
-          "per prefill seq | per decode req | per KV token |", "|---|---|---|---|---|---|---|---|---|---|"]
+          "fcfs-plugin's); policy `sglang-fcfs` or `hfx`, preemption as the live server (plugin: on; stock: off), "
+          "KV reserved for every remaining token (`ignore_eos`, as SGLang does for such requests). Compared: "
+          f"{how}. Prompt tokens from the model's tokenizer ({sum(tokens) / sum(r['words'] for r in reqs):.2f} "
+          f"tokens/word; the server counted {live['hfx'][0]['prompt0_tokens']} for request 0, the tokenizer "
+          f"{tokens[0]}).\n",
+          "| fitted on | run | fits | iterations | median rel. error | base | per prefill token | per attn pair | "
+          "per prefill seq | per decode req | per KV token |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n in dict.fromkeys(v[3] for v in SERVERS.values()):
-        st = live[n]["hfx_state"]
-        pm = st["perf_model"]
-        md.append(f"| {n} | {st['fits']} | {st['samples']} | {st['fit_median_rel_error']:.3f} | "
-                  + " | ".join(f"{pm[k]:.3g}" for k in FEATURES) + " |")
-    md += ["", f"Engine settings: {json.dumps({n: live[n]['settings'] for n in SERVERS})}\n",
+        for i, run in enumerate(live[n]):
+            st = run["hfx_state"]
+            pm = st["perf_model"]
+            md.append(f"| {n} | {i + 1} | {st['fits']} | {st['samples']} | {st['fit_median_rel_error']:.3f} | "
+                      + " | ".join(f"{pm[k]:.3g}" for k in FEATURES) + " |")
+    md += ["", f"Engine settings: {json.dumps({n: live[n][0]['settings'] for n in SERVERS})}\n",
            "Request path outside the engine (median TTFT of 5 lone idle-server requests of "
            f"{PROBE_WORDS} words beyond the model's prefill time), added to every simulated TTFT: "
-           + ", ".join(f"{n} {v * 1e3:.1f} ms" for n, v in frontend.items()) + ".\n",
-           *table(comparisons), "", "Errors are (simulated - measured) / measured. Live noise floor (measured "
-           "fcfs-plugin vs measured stock: the same engine and scheduling, run after each other): "
-           + ", ".join(f"{k} {_pct(v)}" for k, v in noise["rel_err"].items()) + ". Targets:", ""]
+           + ", ".join(f"{n} " + "/".join(f"{v * 1e3:.1f}" for v in fe) + " ms" for n, fe in frontend.items())
+           + ".\n", *table(comparisons), "",
+           "Errors are (simulated - measured) / measured. Live noise floor (measured fcfs-plugin vs measured "
+           "stock: the same engine and scheduling): " + ", ".join(f"{k} {_pct(v)}" for k, v in
+                                                                    noise["rel_err"].items()) + "."]
+    if runs > 1:
+        md += ["Live run-to-run spread of the overall metrics ((max - min) / median over the runs): "
+               + "; ".join(f"{n}: " + ", ".join(f"{k} {v:.0%}" for k, v in spread(measured[n]).items())
+                           for n in SERVERS) + "."]
+    md += ["", "Targets:", ""]
     md += [f"- {c['target']} ({c['scope']}): {'met' if c['met'] else 'NOT met'} "
            f"({c['within']}/{c['of']} within, worst {c['worst']:.0%})" for c in checks]
     write_report(args.out, args.name, "\n".join(md) + "\n",
                  {"args": vars(args), "command": cmd, "tokens": tokens, "frontend_s": frontend, "noise": noise,
-                  "comparisons": comparisons, "targets": checks, "live": live, "simulated": sims})
+                  "spread": {n: spread(measured[n]) for n in SERVERS}, "comparisons": comparisons,
+                  "targets": checks, "live": live, "simulated": sims})
     plot_cdfs(live, sims, Path(args.out) / f"{args.name}.png")
     return 0
 

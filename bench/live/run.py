@@ -160,7 +160,8 @@ def main() -> int:
             if hfx:
                 st = server.hfx_state()
                 overhead = {k: st.get(k) for k in ("hook_overhead", "iterations", "fits", "fit_median_rel_error",
-                                                   "model_trusted", "rejected", "demoted", "plan_reasons")}
+                                                   "model_trusted", "rejected", "demoted", "preempted", "plan_reasons",
+                                                   "hook_s_by_hook")}
         finally:
             server.stop()
     md = [f"# Live CPU benchmark: stock SGLang vs HFX plugin\n",

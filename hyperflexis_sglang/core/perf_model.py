@@ -34,6 +34,8 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Iterable, Sequence
 
+import numpy as np
+
 FEATURES = ("base", "per_prefill_token", "per_attn_pair", "per_prefill_seq", "per_decode_req", "per_kv_token")
 
 
@@ -224,25 +226,36 @@ def fit(samples: Sequence[Sample], template: PerfModel, min_samples: int = 8) ->
     rows = [(s.features(), s.seconds) for s in samples if s.seconds > 0]
     if len(rows) < min_samples:
         raise PerfModelError(f"need at least {min_samples} samples with a positive duration, got {len(rows)}")
-    values = _nnls_relative(rows, template)
-    kept = [(r, y) for r, y in rows
-            if y / OUTLIER_FACTOR <= sum(r[i] * values[i] for i in range(6)) <= y * OUTLIER_FACTOR]
-    if min_samples <= len(kept) < len(rows):
-        values = _nnls_relative(kept, template)
+    x = np.array([r for r, _ in rows], dtype=float)
+    y = np.array([sec for _, sec in rows], dtype=float)
+    values = _nnls_relative(x, y, template)
+    predicted = x @ np.array(values)
+    kept = (y / OUTLIER_FACTOR <= predicted) & (predicted <= y * OUTLIER_FACTOR)
+    if min_samples <= int(kept.sum()) < len(rows):
+        values = _nnls_relative(x[kept], y[kept], template)
     return replace(template, name=template.name + "+fit", **{FEATURES[i]: values[i] for i in range(6)})
 
 
 OUTLIER_FACTOR = 3.0  # predicted over 3x or under 1/3 of measured: an iteration the model cannot explain
 
 
-def _nnls_relative(rows: list, template: PerfModel) -> list[float]:
-    """Coefficients minimising the squared relative error over ``rows`` ((features, seconds)), all >= 0."""
-    fixed = {i: getattr(template, FEATURES[i]) for i in range(1, 6) if not any(r[i] for r, _ in rows)}
+def _nnls_relative(x, y, template: PerfModel) -> list[float]:
+    """Coefficients minimising the squared relative error of ``x @ c`` against ``y`` (seconds), all >= 0.
+
+    Relative error: each row is divided by its duration, so the target is 1 for every row. The normal
+    equations are formed once (one pass over the samples); the active set then only re-solves the 6x6
+    system with the fixed coefficients moved to the right-hand side.
+    """
+    a = x / y[:, None]
+    gram, rhs = (a.T @ a).tolist(), a.sum(axis=0).tolist()
+    col_max = np.abs(a).max(axis=0).tolist()
+    used = x.any(axis=0).tolist()
+    fixed = {i: getattr(template, FEATURES[i]) for i in range(1, 6) if not used[i]}
     while True:
         free = [i for i in range(6) if i not in fixed]
-        a = [[r[i] / y for i in free] for r, y in rows]
-        b = [(y - sum(r[i] * v for i, v in fixed.items())) / y for r, y in rows]
-        coef = _lstsq(a, b)
+        ata = [[gram[i][j] for j in free] for i in free]
+        aty = [rhs[i] - sum(gram[i][j] * v for j, v in fixed.items()) for i in free]
+        coef = _lstsq_normal(ata, aty, [col_max[i] for i in free])
         worst = min(range(len(free)), key=lambda j: coef[j], default=None)
         if worst is None or coef[worst] >= 0:
             break
@@ -252,18 +265,18 @@ def _nnls_relative(rows: list, template: PerfModel) -> list[float]:
     return [values[i] for i in range(6)]
 
 
-def _lstsq(a: list[list[float]], y: list[float]) -> list[float]:
-    """Solve min ||a x - y|| through column-scaled normal equations (tiny systems only)."""
-    n = len(a[0]) if a else 0
+def _lstsq_normal(ata: list[list[float]], aty: list[float], col_max: list[float]) -> list[float]:
+    """Solve the normal equations ``ata x = aty`` of a least-squares problem, columns scaled by their largest
+    entry and a tiny ridge added for rank-deficient systems (collinear features)."""
+    n = len(aty)
     if n == 0:
         return []
-    scale = [max(abs(r[j]) for r in a) or 1.0 for j in range(n)]
-    ata = [[sum(r[i] * r[j] for r in a) / (scale[i] * scale[j]) for j in range(n)] for i in range(n)]
-    aty = [sum(r[i] * v for r, v in zip(a, y)) / scale[i] for i in range(n)]
-    for i in range(n):  # ridge for rank-deficient systems (collinear features)
-        ata[i][i] += 1e-9 * (ata[i][i] + 1.0)
-    x = _solve(ata, aty)
-    return [x[j] / scale[j] for j in range(n)]
+    scale = [m or 1.0 for m in col_max]
+    m = [[ata[i][j] / (scale[i] * scale[j]) for j in range(n)] for i in range(n)]
+    v = [aty[i] / scale[i] for i in range(n)]
+    for i in range(n):
+        m[i][i] += 1e-9 * (m[i][i] + 1.0)
+    return [xi / scale[j] for j, xi in enumerate(_solve(m, v))]
 
 
 def _solve(m: list[list[float]], v: list[float]) -> list[float]:

@@ -69,6 +69,7 @@ class PluginState:
         self.fits = 0
         self.fired: collections.Counter = collections.Counter()
         self.hook_s = 0.0
+        self.hook_s_by: collections.Counter = collections.Counter()  # seconds per hook (where the overhead goes)
         self.iter_s = 0.0
         self.iterations = 0
         self.rejected = 0
@@ -135,6 +136,7 @@ class PluginState:
             "hooks_fired": dict(self.fired),
             "hook_overhead": (self.hook_s / self.iter_s) if self.iter_s else None,
             "hook_s": self.hook_s, "iteration_s": self.iter_s,  # raw totals: overhead over a window = deltas
+            "hook_s_by_hook": {k: round(v, 6) for k, v in self.hook_s_by.items()},
             "iterations": self.iterations, "rejected": self.rejected, "demoted": self.demoted,
             "preempted": self.preempted, "preemption": self.sched_cfg.preemption,
             "recent_preemptions": [{"rid": rid, "output_tokens": n} for rid, n in self.recent_preemptions],
@@ -163,6 +165,9 @@ class timed:
         return self
 
     def __exit__(self, *exc):
-        self.state.hook_s += time.perf_counter() - self.t0
-        self.state.fired[self.name] += 1
+        dt = time.perf_counter() - self.t0
+        st = self.state
+        st.hook_s += dt
+        st.hook_s_by[self.name] += dt
+        st.fired[self.name] += 1
         return False
