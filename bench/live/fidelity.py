@@ -38,7 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import cpu_classes_file, prompt, replay, stream, stream_parser, summarize, write_report  # noqa: E402
+from run import (cpu_classes_file, median_summary, prompt, replay, stream, stream_parser, summarize,  # noqa: E402
+                 write_report)
 
 from hyperflexis_sglang.controller.local import SGLangServer  # noqa: E402
 from hyperflexis_sglang.core.perf_model import FEATURES, PerfModel  # noqa: E402
@@ -110,15 +111,6 @@ def simulate_stream(wl: Workload, policy: str, settings: dict, perf: PerfModel,
                     "tpot": avg_tpot(r.first_token_time, r.finish_time, r.output_len)
                     if done and r.output_len > 1 else None,
                     "error": r.reason if r.rejected else ("" if done else "unfinished")})
-    return out
-
-
-def median_summary(summaries: list[dict]) -> dict:
-    """Per class and metric, the median over runs of ``summarize`` results (one run: that run)."""
-    out = {}
-    for cls, first in summaries[0].items():
-        out[cls] = {k: statistics.median(s[cls][k] for s in summaries) if isinstance(v, (int, float)) else v
-                    for k, v in first.items()}
     return out
 
 

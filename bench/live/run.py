@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -138,53 +140,88 @@ def stream_parser(doc: str, requests: int, rate_scale: float, len_scale: int, na
     return ap
 
 
+def median_summary(summaries: list[dict]) -> dict:
+    """Per class and metric, the median over runs of ``summarize`` results (one run: that run)."""
+    return {cls: {k: statistics.median(s[cls][k] for s in summaries) if isinstance(v, (int, float)) else v
+                  for k, v in first.items()} for cls, first in summaries[0].items()}
+
+
+def measure_server(name: str, hfx: bool, reqs: list[dict], model, classes: str, args) -> tuple[dict, dict | None]:
+    """One server started, warmed up, fed the stream and stopped: its summary and (HFX) scheduler state."""
+    server = SGLangServer(model, hfx=hfx, extra_args=["--enable-mixed-chunk"] if hfx and not args.no_mixed_chunk
+                          else [], env={"HFX_SLO_CLASSES": classes}, name=name)
+    try:
+        server.start()
+        replay(server, reqs[:4])  # warm-up (and a first calibration) outside the measurement
+        summary = summarize(replay(server, reqs))
+        state = None
+        if hfx:
+            st = server.hfx_state()
+            state = {k: st.get(k) for k in ("hook_overhead", "iterations", "fits", "fit_median_rel_error",
+                                            "model_trusted", "rejected", "demoted", "preempted", "plan_reasons",
+                                            "hook_s_by_hook")}
+        return summary, state
+    finally:
+        server.stop()
+
+
 def main() -> int:
     ap = stream_parser(__doc__, 80, 8.0, 8, "live_cpu")
     ap.add_argument("--no-mixed-chunk", action="store_true",
                     help="run the HFX server without --enable-mixed-chunk (on this CPU backend mixed steps are "
                          "costlier than separate ones)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="rounds of stock then HFX; the table gives the median of each metric over the rounds")
     args = ap.parse_args()
+    if args.repeats < 1:
+        ap.error(f"--repeats must be >= 1, got {args.repeats}")
     rows = load_trace(Path(args.traces_dir) / "azure_conv_2023.csv", args.requests)
     reqs = stream(rows, args)
     model = ensure_tiny_model()
     classes = cpu_classes_file()
-    runs, overhead = {}, None
+    rounds = []
     load_before = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    for name, hfx in (("stock", False), ("hfx", True)):
-        server = SGLangServer(model, hfx=hfx, extra_args=["--enable-mixed-chunk"] if hfx and not args.no_mixed_chunk else [],
-                              env={"HFX_SLO_CLASSES": classes}, name=name)
-        try:
-            server.start()
-            replay(server, reqs[:4])  # warm-up (and a first calibration) outside the measurement
-            runs[name] = summarize(replay(server, reqs))
-            if hfx:
-                st = server.hfx_state()
-                overhead = {k: st.get(k) for k in ("hook_overhead", "iterations", "fits", "fit_median_rel_error",
-                                                   "model_trusted", "rejected", "demoted", "preempted", "plan_reasons",
-                                                   "hook_s_by_hook")}
-        finally:
-            server.stop()
+    for _ in range(args.repeats):  # interleaved, so a slow spell of the machine does not hit one server only
+        stock, _ = measure_server("stock", False, reqs, model, classes, args)
+        hfx, state = measure_server("hfx", True, reqs, model, classes, args)
+        rounds.append({"stock": stock, "hfx": hfx, "hfx_state": state})
+    runs = {name: median_summary([r[name] for r in rounds]) for name in ("stock", "hfx")}
+
+    def ratio(h: dict, s: dict) -> float:
+        return h["overall"]["attainment"] / s["overall"]["attainment"] if s["overall"]["attainment"] else math.inf
+
+    def every_class(h: dict, s: dict) -> bool:
+        return all(h[c]["attainment"] >= s[c]["attainment"] for c in h)
+
+    reps = f" --repeats {args.repeats}" if args.repeats > 1 else ""
     md = [f"# Live CPU benchmark: stock SGLang vs HFX plugin\n",
           f"Produced by `python bench/live/run.py --requests {args.requests} --rate-scale {args.rate_scale:g} "
-          f"--len-scale {args.len_scale} --name {args.name}{' --no-mixed-chunk' if args.no_mixed_chunk else ''}` "
-          f"on a 2-core CPU machine (load average before: {load_before}), tiny generated Llama model, SGLang 0.5.23 "
-          f"(HFX {'without' if args.no_mixed_chunk else 'with'} `--enable-mixed-chunk`). Azure 2023 conversation "
-          f"trace, first "
-          f"{args.requests} requests, arrivals x{args.rate_scale:g}, lengths /{args.len_scale}; classes "
-          f"{args.mix} with CPU-scaled targets (`hyperflexis_sglang/testing/classes.py`).\n",
+          f"--len-scale {args.len_scale} --name {args.name}{' --no-mixed-chunk' if args.no_mixed_chunk else ''}"
+          f"{reps}` on a 2-core CPU machine (load average before: {load_before}), tiny generated Llama model, "
+          f"SGLang 0.5.23 (HFX {'without' if args.no_mixed_chunk else 'with'} `--enable-mixed-chunk`). Azure 2023 "
+          f"conversation trace, first {args.requests} requests, arrivals x{args.rate_scale:g}, lengths "
+          f"/{args.len_scale}; classes {args.mix} with CPU-scaled targets (`hyperflexis_sglang/testing/classes.py`)."
+          + (f" {args.repeats} rounds of stock then HFX; each cell is the median over the rounds." if reps else "")
+          + "\n",
           "| server | class | n | attainment | TTFT p50 | TTFT p99 | TPOT p50 | TPOT p99 | rejected |",
           "|---|---|---|---|---|---|---|---|---|"]
     for name, s in runs.items():
         for cls, v in s.items():
-            md.append(f"| {name} | {cls} | {v['n']} | {v['attainment']:.3f} | {v['ttft_p50']:.2f}s | "
+            md.append(f"| {name} | {cls} | {int(v['n'])} | {v['attainment']:.3f} | {v['ttft_p50']:.2f}s | "
                       f"{v['ttft_p99']:.2f}s | {v['tpot_p50'] * 1e3:.0f}ms | {v['tpot_p99'] * 1e3:.0f}ms | "
-                      f"{v['rejected']} |")
-    ratio = (runs["hfx"]["overall"]["attainment"] / runs["stock"]["overall"]["attainment"]
-             if runs["stock"]["overall"]["attainment"] else float("inf"))
-    md += ["", f"Overall attainment HFX / stock: {ratio:.2f}x. Every class HFX >= stock: "
-           f"{all(runs['hfx'][c]['attainment'] >= runs['stock'][c]['attainment'] for c in runs['hfx'])}.",
-           f"HFX scheduler state after the run: {overhead} (hook_overhead = time in HFX hooks / iteration time)."]
-    write_report(args.out, args.name, "\n".join(md) + "\n", {"args": vars(args), "runs": runs, "hfx_state": overhead})
+                      f"{v['rejected']:g} |")
+    md += ["", f"Overall attainment HFX / stock: {ratio(runs['hfx'], runs['stock']):.2f}x. Every class HFX >= stock: "
+           f"{every_class(runs['hfx'], runs['stock'])}."]
+    if reps:
+        md += ["", "| round | stock overall | HFX overall | HFX / stock | every class HFX >= stock | hook overhead |",
+               "|---|---|---|---|---|---|"]
+        md += [f"| {i + 1} | {r['stock']['overall']['attainment']:.3f} | {r['hfx']['overall']['attainment']:.3f} | "
+               f"{ratio(r['hfx'], r['stock']):.2f}x | {every_class(r['hfx'], r['stock'])} | "
+               f"{r['hfx_state']['hook_overhead']:.2%} |" for i, r in enumerate(rounds)]
+    md += ["", f"HFX scheduler state after the last run: {rounds[-1]['hfx_state']} (hook_overhead = time in HFX "
+           "hooks / iteration time)."]
+    write_report(args.out, args.name, "\n".join(md) + "\n",
+                 {"args": vars(args), "runs": runs, "hfx_state": rounds[-1]["hfx_state"], "rounds": rounds})
     return 0
 
 
