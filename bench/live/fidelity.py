@@ -14,7 +14,11 @@ the model's own tokenizer, and the performance model the plugin fitted
 online on that engine configuration (stock SGLang fits none: it gets the
 calibrating stock-scheduled server's). Simulated TTFTs include the request
 path outside the engine (HTTP, tokenizer, IPC, streaming), measured on the
-idle server by lone probe requests before the stream. Reports measured vs simulated
+idle server by lone probe requests before the stream. The simulated engine's
+iterations take the fitted model times the fit's measured / predicted total
+time (``fit_mean_ratio``: the relative-error fit weighs the slow iterations of
+a noisy machine little, and queueing delays add them up); the policy plans with
+the fitted model itself, as it does live. Reports measured vs simulated
 TTFT/TPOT p50/p99 and attainment per class with relative errors, and the
 targets (p50 within 15%, p99 within 25%). Writes ``bench/results/NAME.{md,json,png}``.
 
@@ -92,14 +96,18 @@ def engine_settings(info: dict) -> dict:
 
 
 def simulate_stream(wl: Workload, policy: str, settings: dict, perf: PerfModel,
-                    frontend_s: float = 0.0, preemption: bool = False) -> list[dict]:
+                    frontend_s: float = 0.0, preemption: bool = False, mean_ratio: float = 1.0) -> list[dict]:
     """Run ``wl`` on one simulated replica like the live engine; per-request results as ``replay`` gives them,
-    TTFT including ``frontend_s`` of request path outside the engine."""
+    TTFT including ``frontend_s`` of request path outside the engine. The policy plans with ``perf`` (the
+    plugin's fit, as live); the simulated engine's iterations take ``perf`` x ``mean_ratio`` (the fit's
+    measured / predicted total time: the slow iterations the relative-error fit weighs little)."""
     overrides = tuple((k, settings[k]) for k in ("chunk_size", "max_prefill_tokens", "max_running", "mixed",
                                                     "page_size")) + (("preemption", preemption),)
     cfg = ClusterConfig(policy=policy, router="round_robin", replicas=1, scheduler_overrides=overrides,
                         ignore_eos=True)  # run.py sends ignore_eos
-    cluster = Cluster(cfg, replace(perf, kv_capacity_tokens=settings["kv_capacity"]))
+    model = replace(perf, kv_capacity_tokens=settings["kv_capacity"])
+    truth = replace(model, **{f: getattr(model, f) * mean_ratio for f in FEATURES})
+    cluster = Cluster(cfg, model, truth)
     cluster.run(wl)
     out = []
     for i in range(len(wl)):
@@ -247,13 +255,17 @@ def main() -> int:
     wl = sim_workload(reqs, tokens)
     sims: dict = {name: [] for name in SERVERS}
     frontend: dict = {name: [] for name in SERVERS}
+    mean_ratios: dict = {name: [] for name in SERVERS}
     for i in range(runs):  # each run simulated with the model fitted in that round
         for name, (policy, _, sim_policy, fitted) in SERVERS.items():
-            perf = PerfModel.from_dict(live[fitted][i]["hfx_state"]["perf_model"])
+            state = live[fitted][i]["hfx_state"]
+            perf = PerfModel.from_dict(state["perf_model"])
             fe = frontend_latency(live[name][i]["probe_ttft"], probe_tokens, perf)
             frontend[name].append(fe)
+            ratio = state.get("fit_mean_ratio") or 1.0  # reports before it: unscaled
+            mean_ratios[name].append(ratio)
             sims[name].append(simulate_stream(wl, sim_policy, live[name][i]["settings"], perf, fe,
-                                              preemption=policy is not None))
+                                              preemption=policy is not None, mean_ratio=ratio))
     measured = {name: [summarize(r["results"]) for r in live[name]] for name in SERVERS}
     comparisons = {name: compare(median_summary(measured[name]), median_summary([summarize(s) for s in sims[name]]))
                    for name in SERVERS}
@@ -270,7 +282,11 @@ def main() -> int:
           "`HFX_POLICY=sglang-fcfs`), `hfx` (plugin, `--enable-mixed-chunk`). Simulated with each server's engine "
           "settings and the model fitted online by the plugin on the same engine configuration (stock: "
           "fcfs-plugin's); policy `sglang-fcfs` or `hfx`, preemption as the live server (plugin: on; stock: off), "
-          "KV reserved for every remaining token (`ignore_eos`, as SGLang does for such requests). Compared: "
+          "KV reserved for every remaining token (`ignore_eos`, as SGLang does for such requests). The policy "
+          "plans with the fitted model, as live; the simulated engine's iterations take that model times its "
+          "measured / predicted total iteration time on the fit's samples (the relative-error fit weighs the "
+          "slow iterations of a noisy machine little): "
+          + ", ".join(f"{n} " + "/".join(f"{v:.3f}" for v in r) for n, r in mean_ratios.items()) + ". Compared: "
           f"{how}. Prompt tokens from the model's tokenizer ({sum(tokens) / sum(r['words'] for r in reqs):.2f} "
           f"tokens/word; the server counted {live['hfx'][0]['prompt0_tokens']} for request 0, the tokenizer "
           f"{tokens[0]}).\n",

@@ -296,7 +296,23 @@ def _solve(m: list[list[float]], v: list[float]) -> list[float]:
 
 def relative_error(model: PerfModel, samples: Iterable[Sample]) -> float:
     """Median absolute relative error of ``model`` on ``samples``."""
-    errs = sorted(abs(model.iteration_time(s.prefill_tokens, s.attn_pairs, s.prefill_seqs, s.decode_reqs,
-                                           s.decode_kv_tokens) - s.seconds) / s.seconds
-                  for s in samples if s.seconds > 0)
-    return errs[len(errs) // 2] if errs else 0.0
+    return prediction_errors(model, samples)[0]
+
+
+def prediction_errors(model: PerfModel, samples: Iterable[Sample]) -> tuple[float, float]:
+    """(median absolute relative error, total measured / total predicted time) of ``model`` on ``samples``.
+
+    The fit minimises relative error, which serves per-iteration decisions but lets the slow iterations
+    a noisy machine interleaves weigh little; the second number says how far the summed time (what
+    queueing delays add up) is off, so a simulator of this engine can scale its model by it.
+    """
+    errs, measured, predicted = [], 0.0, 0.0
+    for s in samples:
+        if s.seconds <= 0:
+            continue
+        t = model.iteration_time(s.prefill_tokens, s.attn_pairs, s.prefill_seqs, s.decode_reqs, s.decode_kv_tokens)
+        errs.append(abs(t - s.seconds) / s.seconds)
+        measured += s.seconds
+        predicted += t
+    errs.sort()
+    return (errs[len(errs) // 2] if errs else 0.0), (measured / predicted if predicted > 0 else 1.0)

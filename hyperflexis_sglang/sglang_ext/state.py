@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import replace
 
-from ..core.perf_model import PerfModel, PerfModelError, Sample, fit, preset, relative_error
+from ..core.perf_model import PerfModel, PerfModelError, Sample, fit, prediction_errors, preset
 from ..core.scheduling import SchedulerConfig, make_scheduler
 from ..core.slo import SLOCatalog
 from .config import PluginConfig
@@ -66,6 +66,7 @@ class PluginState:
                 raise ValueError(f"HFX_PERF_MODEL={cfg.perf_model!r}: {e}") from None
         self.samples: collections.deque[Sample] = collections.deque(maxlen=4096)
         self.fit_error: float | None = None
+        self.fit_mean_ratio: float | None = None  # measured / predicted total iteration time on the samples
         self.fits = 0
         self.fired: collections.Counter = collections.Counter()
         self.hook_s = 0.0
@@ -125,7 +126,7 @@ class PluginState:
         except PerfModelError:
             return
         self.perf = replace(model, name="fitted")
-        self.fit_error = relative_error(self.perf, self.samples)
+        self.fit_error, self.fit_mean_ratio = prediction_errors(self.perf, self.samples)
         self.fits += 1
 
     # ---- reporting -----------------------------------------------------
@@ -142,6 +143,7 @@ class PluginState:
             "recent_preemptions": [{"rid": rid, "output_tokens": n} for rid, n in self.recent_preemptions],
             "invalid_slo": self.invalid, "idle_fallbacks": self.idle_fallbacks,
             "perf_model": self.perf.to_dict(), "fits": self.fits, "fit_median_rel_error": self.fit_error,
+            "fit_mean_ratio": self.fit_mean_ratio,
             "samples": len(self.samples), "model_trusted": self.model_trusted(),
             "last_plan_reason": self.recent_plans[-1][1] if self.recent_plans else "",
             "plan_reasons": dict(self.plan_reasons),

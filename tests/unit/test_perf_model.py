@@ -203,6 +203,22 @@ def test_relative_error_is_median_and_skips_zero_durations():
     assert math.isfinite(relative_error(P, [Sample(0, 0, 0, 1, 10, 1e-3)]))
 
 
+@pytest.mark.parametrize("k", [1.0, 0.5, 2.0])
+def test_mean_ratio_is_measured_over_predicted_total(k):
+    from hyperflexis_sglang.core.perf_model import prediction_errors
+    _, ratio = prediction_errors(_scaled(P, k), synthetic_samples(P))
+    assert ratio == pytest.approx(1.0 / k)
+
+
+def test_mean_ratio_counts_the_slow_iterations_the_median_ignores():
+    from hyperflexis_sglang.core.perf_model import prediction_errors
+    t = P.prefill_time(100)
+    samples = [Sample(100, 5050, 1, 0, 0, t * k) for k in (1.0, 1.0, 1.0, 4.0)]
+    median, ratio = prediction_errors(P, samples)
+    assert median == 0.0 and ratio == pytest.approx(7.0 / 4.0)
+    assert prediction_errors(P, []) == (0.0, 1.0)
+
+
 def test_from_dict_round_trips_and_rejects_bad_input():
     from hyperflexis_sglang.core.perf_model import PerfModel, PerfModelError, preset
     m = preset("llama-3-8b", "h100", 1)
