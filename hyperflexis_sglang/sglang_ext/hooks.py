@@ -53,6 +53,7 @@ log = logging.getLogger("hyperflexis_sglang")
 
 CFG: PluginConfig | None = None
 STATE: PluginState | None = None
+MAX_REFUSED_PLANS = 3  # plans in a row whose requests SGLang refused with nothing running: SGLang admits instead
 FULL_RECHECK_S = 0.05  # while admission is blocked on KV, the policy looks again at most this often (and on arrivals)
 
 TARGETS = {
@@ -225,10 +226,26 @@ def make_adder_class(base, add_req_result):
                 self._hfx_preempt(st, sched, set(plan.retract))
             if plan.verdicts:
                 self._hfx_verdicts(st, sched, plan.verdicts, now)
-            if not self._hfx_allow and not running and sched.chunked_req is None and sched.waiting_queue:
+            last, st.last_adder = st.last_adder, self
+            refused = (last is not None and last._hfx_allow and not last.can_run_list and not running
+                       and sched.chunked_req is None)
+            st.refused_plans = st.refused_plans + 1 if refused else 0
+            if st.refused_plans >= MAX_REFUSED_PLANS:
+                # SGLang's own accounting refused every request the last plans admitted while nothing ran:
+                # an engine that would spin without running anything. SGLang admits this iteration itself.
+                st.idle_fallbacks += 1
+                st.refused_fallbacks += 1
+                if st.refused_fallbacks == 1 or st.refused_fallbacks % 1000 == 0:
+                    log.warning("hyperflexis: SGLang refused the planned requests %d times with nothing running "
+                                "(%s); SGLang admits this iteration (counted in refused_fallbacks)",
+                                st.refused_plans, plan.reason)
+                st.refused_plans = 0
+                self._hfx_allow = None
+            elif not self._hfx_allow and not running and (sched.waiting_queue or sched.chunked_req is not None):
                 # Work-conserving: a plan that admits nothing while nothing runs would leave the engine
-                # idle with requests waiting (an estimate off from SGLang's own accounting). SGLang admits
-                # this iteration, in the policy's queue order.
+                # idle with requests waiting (an estimate off from SGLang's own accounting; also with a
+                # chunked request, whose next chunk the plan found no room for). SGLang admits this
+                # iteration, in the policy's queue order.
                 st.idle_fallbacks += 1
                 if st.idle_fallbacks == 1:
                     log.warning("hyperflexis: the plan admitted nothing on an idle engine (%s); SGLang admits "
@@ -266,6 +283,9 @@ def make_adder_class(base, add_req_result):
             for r in sched.waiting_queue:
                 v = by_rid.get(r.rid)
                 if v is None:
+                    continue
+                if r.to_finish is not None:  # rejected by an earlier plan, still queued until SGLang passes it
+                    self._hfx_allow[r.rid] = None
                     continue
                 rv = view(r, st)
                 if not trusted and now <= rv.slo.ttft_deadline(rv.arrival):

@@ -81,6 +81,9 @@ class PluginState:
         self.arrivals = 0  # new requests enqueued (a blocked queue is looked at again when this moves)
         self.full_seen_arrivals = 0
         self.full_recheck_at = 0.0
+        self.last_adder = None  # the previous iteration's PrefillAdder (did SGLang run what it planned?)
+        self.refused_plans = 0
+        self.refused_fallbacks = 0  # iterations handed to SGLang because it kept refusing what the plan admitted
         self.idle_fallbacks = 0  # plans that would have left the engine idle with work waiting (SGLang admitted)
         self._last: tuple[float, tuple] | None = None
         self.plan_reasons: collections.Counter = collections.Counter()  # why each iteration's walk stopped
@@ -142,6 +145,7 @@ class PluginState:
             "preempted": self.preempted, "preemption": self.sched_cfg.preemption,
             "recent_preemptions": [{"rid": rid, "output_tokens": n} for rid, n in self.recent_preemptions],
             "invalid_slo": self.invalid, "idle_fallbacks": self.idle_fallbacks,
+            "refused_fallbacks": self.refused_fallbacks,
             "perf_model": self.perf.to_dict(), "fits": self.fits, "fit_median_rel_error": self.fit_error,
             "fit_mean_ratio": self.fit_mean_ratio,
             "samples": len(self.samples), "model_trusted": self.model_trusted(),

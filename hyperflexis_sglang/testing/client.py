@@ -149,21 +149,29 @@ def burst(server, loose: int, tight: int, gap_s: float, prompt_words: int, out_t
     return results
 
 
-def hold_pool_then_cut_in(server, holders: int, hold_tokens: int, cut_tokens: int, prompt_words: int = 50):
+def hold_pool_then_cut_in(server, holders: int, hold_tokens: int, cut_tokens: int, prompt_words: int = 50,
+                          top_logprobs: dict | None = None):
     """``holders`` long batch requests fill the KV pool; once they run, one interactive request arrives
     that does not fit beside them. Returns the holders' greedy outputs and finish times (by holder) and
-    the interactive request's timing (the plugin's preemption test and ``bench/live/preempt.py``)."""
+    the interactive request's timing (the plugin's preemption test and ``bench/live/preempt.py``). With
+    ``top_logprobs`` (a dict), the holders also ask for the two most likely tokens at every output position
+    and it receives them by holder: ``[[(logprob, token id), (logprob, token id)], ...]``."""
     outs: dict[str, list] = {}
     done: dict[str, float] = {}
 
     def hold(i):
         text = " ".join(f"h{(i * 13 + k) % 89}" for k in range(prompt_words))
-        status, out = server.post("/generate", {"text": text, "rid": f"holder-{i}-{uuid.uuid4().hex[:8]}",
-                                                "sampling_params": {
+        body = {"text": text, "rid": f"holder-{i}-{uuid.uuid4().hex[:8]}", "sampling_params": {
             "max_new_tokens": hold_tokens, "temperature": 0, "ignore_eos": True,
-            "custom_params": {"slo": {"class": "batch"}}}}, timeout=300)
+            "custom_params": {"slo": {"class": "batch"}}}}
+        if top_logprobs is not None:
+            body.update(return_logprob=True, top_logprobs_num=2)
+        status, out = server.post("/generate", body, timeout=300)
         done[f"holder-{i}"] = time.perf_counter()
         outs[f"holder-{i}"] = out["output_ids"] if status == 200 else (status, out)
+        if top_logprobs is not None and status == 200:
+            top_logprobs[f"holder-{i}"] = [[(float(e[0]), int(e[1])) for e in pos[:2]]
+                                           for pos in out["meta_info"]["output_top_logprobs"]]
 
     threads = [threading.Thread(target=hold, args=(i,)) for i in range(holders)]
     for th in threads:
