@@ -226,9 +226,8 @@ def make_adder_class(base, add_req_result):
                 self._hfx_preempt(st, sched, set(plan.retract))
             if plan.verdicts:
                 self._hfx_verdicts(st, sched, plan.verdicts, now)
-            last, st.last_adder = st.last_adder, self
-            refused = (last is not None and last._hfx_allow and not last.can_run_list and not running
-                       and sched.chunked_req is None)
+            (planned, ran), st.last_walk = st.last_walk, (bool(self._hfx_allow), self.can_run_list)
+            refused = planned and not ran and not running and sched.chunked_req is None
             st.refused_plans = st.refused_plans + 1 if refused else 0
             if st.refused_plans >= MAX_REFUSED_PLANS:
                 # SGLang's own accounting refused every request the last plans admitted while nothing ran:

@@ -81,7 +81,7 @@ class PluginState:
         self.arrivals = 0  # new requests enqueued (a blocked queue is looked at again when this moves)
         self.full_seen_arrivals = 0
         self.full_recheck_at = 0.0
-        self.last_adder = None  # the previous iteration's PrefillAdder (did SGLang run what it planned?)
+        self.last_walk: tuple = (False, [])  # previous walk: (the plan admitted some, SGLang's can_run_list)
         self.refused_plans = 0
         self.refused_fallbacks = 0  # iterations handed to SGLang because it kept refusing what the plan admitted
         self.idle_fallbacks = 0  # plans that would have left the engine idle with work waiting (SGLang admitted)
