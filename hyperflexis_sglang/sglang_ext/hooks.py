@@ -190,8 +190,6 @@ class _Views:
 
 def make_adder_class(base, add_req_result):
     class HFXPrefillAdder(base):
-        _hfx_result = add_req_result
-
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             st = STATE
@@ -221,7 +219,7 @@ def make_adder_class(base, add_req_result):
             self._hfx_allow = {item.rid: item.tokens for item in plan.prefill}
             # past the planned requests: NO_TOKEN when the pool is full makes SGLang mark the batch full and
             # skip admission (sort and plan too) until a request leaves, as stock SGLang does; else OTHER
-            self._hfx_stop = self._hfx_result.NO_TOKEN if plan.kv_full else self._hfx_result.OTHER
+            self._hfx_stop = add_req_result.NO_TOKEN if plan.kv_full else add_req_result.OTHER
             if plan.retract and plan.prefill:  # victims for a waiting request (decode-time retraction is SGLang's)
                 self._hfx_preempt(st, sched, set(plan.retract))
             if plan.verdicts:

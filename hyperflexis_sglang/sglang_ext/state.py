@@ -69,7 +69,6 @@ class PluginState:
         self.fit_mean_ratio: float | None = None  # measured / predicted total iteration time on the samples
         self.fits = 0
         self.fired: collections.Counter = collections.Counter()
-        self.hook_s = 0.0
         self.hook_s_by: collections.Counter = collections.Counter()  # seconds per hook (where the overhead goes)
         self.iter_s = 0.0
         self.iterations = 0
@@ -133,13 +132,19 @@ class PluginState:
         self.fits += 1
 
     # ---- reporting -----------------------------------------------------
+    @property
+    def hook_s(self) -> float:
+        """Seconds spent in all hooks."""
+        return sum(self.hook_s_by.values())
+
     def report(self) -> dict:
         from .cpu_pd import APPLIED
+        hook_s = self.hook_s
         return {
             "enabled": True, "policy": self.cfg.policy, "mode": self.mode, "mixed_chunk": self.sched_cfg.mixed,
             "hooks_fired": dict(self.fired),
-            "hook_overhead": (self.hook_s / self.iter_s) if self.iter_s else None,
-            "hook_s": self.hook_s, "iteration_s": self.iter_s,  # raw totals: overhead over a window = deltas
+            "hook_overhead": (hook_s / self.iter_s) if self.iter_s else None,
+            "hook_s": hook_s, "iteration_s": self.iter_s,  # raw totals: overhead over a window = deltas
             "hook_s_by_hook": {k: round(v, 6) for k, v in self.hook_s_by.items()},
             "iterations": self.iterations, "rejected": self.rejected, "demoted": self.demoted,
             "preempted": self.preempted, "preemption": self.sched_cfg.preemption,
@@ -159,7 +164,7 @@ class PluginState:
 
 
 class timed:
-    """Context manager adding its duration to ``state.hook_s`` and counting ``name``."""
+    """Context manager adding its duration to ``state.hook_s_by[name]`` and counting ``name``."""
 
     __slots__ = ("state", "name", "t0")
 
@@ -171,9 +176,7 @@ class timed:
         return self
 
     def __exit__(self, *exc):
-        dt = time.perf_counter() - self.t0
         st = self.state
-        st.hook_s += dt
-        st.hook_s_by[self.name] += dt
+        st.hook_s_by[self.name] += time.perf_counter() - self.t0
         st.fired[self.name] += 1
         return False

@@ -93,8 +93,12 @@ class Scheduler:
         shell gives one, else estimated with the snapshot's ``new_token_ratio``."""
         if snap.reserved_kv_tokens >= 0:
             return snap.reserved_kv_tokens
-        clip = self.cfg.clip_max_new_tokens
+        clip = self.cfg.clip_max_new_tokens  # _future_tokens inlined: this sums over every running request
         return sum(min(r.max_new_tokens - r.output_len, clip) for r in snap.running) * snap.new_token_ratio
+
+    def _future_tokens(self, req: RequestView) -> int:
+        """Output tokens ``req`` may still produce, as SGLang counts them for KV reservation (clipped)."""
+        return min(req.max_new_tokens - req.output_len, self.cfg.clip_max_new_tokens)
 
     def _plan_prefill(self, snap: EngineSnapshot) -> IterationPlan:
         cfg, perf, now = self.cfg, snap.perf, snap.now
@@ -130,7 +134,7 @@ class Scheduler:
             if not self.decode_admits(req, snap, batch_n + 1, batch_kv + ctx):
                 stop = "decode stage at TPOT capacity"
                 break
-            reserve = min(req.max_new_tokens - req.output_len, cfg.clip_max_new_tokens)
+            reserve = self._future_tokens(req)
             held = 0 if req is snap.chunked else req.cached_len  # a prefix hit leaves the evictable pool
             need = todo + held + reserve + cfg.page_size
             victims = ()
@@ -153,8 +157,7 @@ class Scheduler:
             for v in victims:
                 taken.add(v.rid)
                 retract.append(v.rid)
-                rem_total += v.input_len + v.output_len + min(v.max_new_tokens - v.output_len,
-                                                              cfg.clip_max_new_tokens) * snap.new_token_ratio
+                rem_total += v.input_len + v.output_len + self._future_tokens(v) * snap.new_token_ratio
                 batch_n -= 1
                 batch_kv -= v.input_len + v.output_len
             items.append(PrefillItem(req.rid, n, n == todo))
@@ -213,7 +216,7 @@ class Scheduler:
             if batch_n >= self.cfg.max_running:
                 stop = "max_running reached"
                 break
-            need = ctx + min(req.max_new_tokens - req.output_len, self.cfg.clip_max_new_tokens) * snap.new_token_ratio
+            need = ctx + self._future_tokens(req) * snap.new_token_ratio
             if need > free:
                 stop = KV_FULL
                 break
