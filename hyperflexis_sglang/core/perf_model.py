@@ -223,15 +223,29 @@ def fit(samples: Sequence[Sample], template: PerfModel, min_samples: int = 8) ->
     """
     if len(samples) < min_samples:
         raise PerfModelError(f"need at least {min_samples} samples to fit, got {len(samples)}")
-    rows = [(s.features(), s.seconds) for s in samples if s.seconds > 0]
-    if len(rows) < min_samples:
-        raise PerfModelError(f"need at least {min_samples} samples with a positive duration, got {len(rows)}")
-    x = np.array([r for r, _ in rows], dtype=float)
-    y = np.array([sec for _, sec in rows], dtype=float)
+    x, y = sample_arrays(samples)
+    return fit_arrays(x, y, template, min_samples)
+
+
+def sample_arrays(samples: Iterable[Sample]) -> tuple[np.ndarray, np.ndarray]:
+    """(features, seconds) of ``samples`` as arrays: one row of ``Sample.features()`` per sample."""
+    rows = [(s.features(), s.seconds) for s in samples]
+    x = np.array([r for r, _ in rows], dtype=float).reshape(len(rows), 6)
+    return x, np.array([sec for _, sec in rows], dtype=float)
+
+
+def fit_arrays(x: np.ndarray, y: np.ndarray, template: PerfModel, min_samples: int = 8) -> PerfModel:
+    """``fit`` on samples given as arrays (rows of ``Sample.features()``, seconds): a live engine keeps its
+    samples in such a ring buffer, so a refit costs no pass over Python objects."""
+    keep = y > 0
+    if int(keep.sum()) < min_samples:
+        raise PerfModelError(f"need at least {min_samples} samples with a positive duration, got {int(keep.sum())}")
+    if not keep.all():
+        x, y = x[keep], y[keep]
     values = _nnls_relative(x, y, template)
     predicted = x @ np.array(values)
     kept = (y / OUTLIER_FACTOR <= predicted) & (predicted <= y * OUTLIER_FACTOR)
-    if min_samples <= int(kept.sum()) < len(rows):
+    if min_samples <= int(kept.sum()) < len(y):
         values = _nnls_relative(x[kept], y[kept], template)
     return replace(template, name=template.name + "+fit", **{FEATURES[i]: values[i] for i in range(6)})
 
@@ -306,13 +320,17 @@ def prediction_errors(model: PerfModel, samples: Iterable[Sample]) -> tuple[floa
     a noisy machine interleaves weigh little; the second number says how far the summed time (what
     queueing delays add up) is off, so a simulator of this engine can scale its model by it.
     """
-    errs, measured, predicted = [], 0.0, 0.0
-    for s in samples:
-        if s.seconds <= 0:
-            continue
-        t = model.iteration_time(s.prefill_tokens, s.attn_pairs, s.prefill_seqs, s.decode_reqs, s.decode_kv_tokens)
-        errs.append(abs(t - s.seconds) / s.seconds)
-        measured += s.seconds
-        predicted += t
-    errs.sort()
-    return (errs[len(errs) // 2] if errs else 0.0), (measured / predicted if predicted > 0 else 1.0)
+    return prediction_errors_arrays(model, *sample_arrays(samples))
+
+
+def prediction_errors_arrays(model: PerfModel, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """``prediction_errors`` on samples given as arrays (rows of ``Sample.features()``, seconds)."""
+    keep = y > 0
+    x, y = x[keep], y[keep]
+    if not len(y):
+        return 0.0, 1.0
+    t = x @ np.array([getattr(model, f) for f in FEATURES])
+    t[(x[:, 1] == 0) & (x[:, 4] == 0)] = 0.0  # no prefill and no decode: no iteration (iteration_time's 0)
+    errs = np.sort(np.abs(t - y) / y)
+    predicted = float(t.sum())
+    return float(errs[len(errs) // 2]), (float(y.sum()) / predicted if predicted > 0 else 1.0)

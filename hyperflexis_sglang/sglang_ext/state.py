@@ -4,9 +4,11 @@ Calibration: every engine iteration's composition (prefill tokens, query-key
 pairs, sequences, decode requests, decode KV tokens) and its duration (the
 time between consecutive batch launches, which includes scheduling, so it
 is the real period a request waits) are recorded; every ``fit_every``
-iterations the core's least-squares ``fit`` replaces the model the policy
-uses. Hook overhead is measured around every hook and reported as a
-fraction of iteration time.
+iterations the core's least-squares fit replaces the model the policy
+uses. The last ``MAX_SAMPLES`` iterations are kept in a numpy ring buffer,
+so a refit is a few array operations, not a pass over Python objects. Hook
+overhead is measured around every hook and reported as a fraction of
+iteration time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import math
 import time
 from dataclasses import replace
 
-from ..core.perf_model import PerfModel, PerfModelError, Sample, fit, prediction_errors, preset
+import numpy as np
+
+from ..core.perf_model import PerfModel, PerfModelError, fit_arrays, prediction_errors_arrays, preset
 from ..core.scheduling import SchedulerConfig, make_scheduler
 from ..core.slo import SLOCatalog
 from .config import PluginConfig
@@ -31,6 +35,7 @@ MAX_ITERATION_S = 30.0  # gaps longer than this are idle time, not an iteration
 TRUSTED_FIT_ERROR = 0.25  # median relative error under which predictive verdicts are applied
 TRUSTED_MIN_SAMPLES = 256  # ... and at least this many measured iterations
 RECENT_PLANS = 64  # iteration plans kept for /server_info
+MAX_SAMPLES = 4096  # measured iterations the fit uses (the most recent)
 
 
 def engine_mode(disaggregation_mode) -> str:
@@ -64,7 +69,9 @@ class PluginState:
                 self.perf = replace(preset(model, gpu, int(tp)), kv_capacity_tokens=kv_capacity)
             except (ValueError, PerfModelError) as e:
                 raise ValueError(f"HFX_PERF_MODEL={cfg.perf_model!r}: {e}") from None
-        self.samples: collections.deque[Sample] = collections.deque(maxlen=4096)
+        self._x = np.zeros((MAX_SAMPLES, 6))  # ring buffer: Sample.features() rows ...
+        self._y = np.zeros(MAX_SAMPLES)  # ... and measured seconds
+        self.sample_count = 0  # rows of the ring buffer in use
         self.fit_error: float | None = None
         self.fit_mean_ratio: float | None = None  # measured / predicted total iteration time on the samples
         self.fits = 0
@@ -102,10 +109,13 @@ class PluginState:
             start, comp = self._last
             dt = now - start
             if 0 < dt < MAX_ITERATION_S:
-                self.samples.append(Sample(*comp, seconds=dt))
-                self.iter_s += dt
-                self.iterations += 1
                 n = self.iterations
+                i = n % MAX_SAMPLES
+                self._x[i] = (1.0, *comp)
+                self._y[i] = dt
+                self.iter_s += dt
+                self.iterations = n = n + 1
+                self.sample_count = min(n, MAX_SAMPLES)
                 if self.cfg.perf_model == "fit" and (n in (8, 16, 32) or n % self.cfg.fit_every == 0):
                     self._refit()
         self._last = (now, composition)
@@ -120,15 +130,16 @@ class PluginState:
         if self.cfg.perf_model != "fit":
             return True
         return (self.fit_error is not None and self.fit_error <= TRUSTED_FIT_ERROR
-                and self.fits >= 4 and len(self.samples) >= TRUSTED_MIN_SAMPLES)
+                and self.fits >= 4 and self.sample_count >= TRUSTED_MIN_SAMPLES)
 
     def _refit(self) -> None:
         try:
-            model = fit(list(self.samples), self.perf)
+            x, y = self._x[:self.sample_count], self._y[:self.sample_count]
+            model = fit_arrays(x, y, self.perf)
         except PerfModelError:
             return
         self.perf = replace(model, name="fitted")
-        self.fit_error, self.fit_mean_ratio = prediction_errors(self.perf, self.samples)
+        self.fit_error, self.fit_mean_ratio = prediction_errors_arrays(self.perf, x, y)
         self.fits += 1
 
     # ---- reporting -----------------------------------------------------
@@ -153,7 +164,7 @@ class PluginState:
             "refused_fallbacks": self.refused_fallbacks,
             "perf_model": self.perf.to_dict(), "fits": self.fits, "fit_median_rel_error": self.fit_error,
             "fit_mean_ratio": self.fit_mean_ratio,
-            "samples": len(self.samples), "model_trusted": self.model_trusted(),
+            "samples": self.sample_count, "model_trusted": self.model_trusted(),
             "last_plan_reason": self.recent_plans[-1][1] if self.recent_plans else "",
             "plan_reasons": dict(self.plan_reasons),
             "recent_plans": [dict(zip(("t", "reason", "prefill_reqs", "prefill_tokens", "waiting", "running",

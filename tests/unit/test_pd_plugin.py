@@ -120,3 +120,25 @@ def test_waiting_queue_sort_caches_keys_and_rekeys_on_change(monkeypatch):
     st.perf = replace(st.perf, base=st.perf.base * 2)  # a refit: every key is recomputed
     hooks.sort_waiting(queue, st)
     assert sorted(calls[1:]) == ["r0", "r1", "r2"]
+
+
+def test_calibration_fits_the_most_recent_iterations_only():
+    """The ring buffer keeps the last MAX_SAMPLES iterations: once an engine changes speed, the old
+    samples are overwritten and the fit follows the new speed."""
+    from hyperflexis_sglang.sglang_ext.state import MAX_SAMPLES
+    st = PluginState(PluginConfig(enable=True), SimpleNamespace(disaggregation_mode="null"), 4096, 8)
+    now = 0.0
+
+    def run(n: int, per_req: float) -> None:
+        nonlocal now
+        for i in range(n):
+            dec, ctx = 1 + i % 32, 50 + (i * 7) % 200  # KV varies apart from the request count
+            st.iteration_started(now, (0, 0.0, 0, dec, dec * ctx))
+            now += 2e-3 + per_req * dec + 1e-7 * dec * ctx
+    run(MAX_SAMPLES + 1, 1e-3)  # a call closes the iteration the previous one started
+    assert st.sample_count == MAX_SAMPLES and st.perf.per_decode_req == pytest.approx(1e-3, rel=1e-3)
+    run(MAX_SAMPLES + 1, 4e-4)  # the first of these still closes an iteration of the old speed
+    assert st.iterations == 2 * MAX_SAMPLES + 1 and st.sample_count == MAX_SAMPLES
+    st._refit()
+    assert st.perf.per_decode_req == pytest.approx(4e-4, rel=1e-3) and st.fit_error < 1e-6
+    assert st.report()["samples"] == MAX_SAMPLES

@@ -250,3 +250,37 @@ def test_fit_on_relative_error_keeps_small_iterations_right():
     fitted = fit(noisy, ONES)
     short = [s for s in synthetic_samples(P) if s.prefill_tokens == 0]
     assert relative_error(fitted, short) < 0.06 and relative_error(fitted, synthetic_samples(P)) < 0.06
+
+
+def test_prediction_errors_match_a_per_sample_computation():
+    """The vectorised errors equal the per-sample definition, incl. a row with no work (predicted 0 s, as
+    ``iteration_time``) and a zero-duration row (skipped)."""
+    from hyperflexis_sglang.core.perf_model import prediction_errors
+    rng = random.Random(3)
+    samples = [s for s in synthetic_samples(P)] + [Sample(0, 0, 0, 0, 0, 1e-3), Sample(64, 2080, 1, 0, 0, 0.0)]
+    samples = [replace(s, seconds=s.seconds * rng.uniform(0.7, 1.5)) for s in samples]
+    errs, meas, pred = [], 0.0, 0.0
+    for s in samples:
+        if s.seconds > 0:
+            t = P.iteration_time(s.prefill_tokens, s.attn_pairs, s.prefill_seqs, s.decode_reqs, s.decode_kv_tokens)
+            errs.append(abs(t - s.seconds) / s.seconds)
+            meas, pred = meas + s.seconds, pred + t
+    median, ratio = prediction_errors(P, samples)
+    assert median == pytest.approx(sorted(errs)[len(errs) // 2], rel=1e-12)
+    assert ratio == pytest.approx(meas / pred, rel=1e-12)
+
+
+def test_fit_arrays_is_fit_on_the_same_rows_in_any_order():
+    """A live engine's ring buffer holds the samples out of order: the fit does not depend on it."""
+    from hyperflexis_sglang.core.perf_model import fit_arrays, sample_arrays
+    rng = random.Random(5)
+    samples = [replace(s, seconds=s.seconds * rng.uniform(0.8, 1.25)) for s in synthetic_samples(P)]
+    a = fit(samples, P)
+    x, y = sample_arrays(samples)
+    order = list(range(len(y)))
+    rng.shuffle(order)
+    b = fit_arrays(x[order], y[order], P)
+    for f in FEATURES:
+        assert getattr(b, f) == pytest.approx(getattr(a, f), rel=1e-9, abs=1e-15)
+    with pytest.raises(PerfModelError, match="positive duration"):
+        fit_arrays(x[:4], y[:4], P)
