@@ -234,8 +234,8 @@ def make_adder_class(base, add_req_result):
                 st.refused_fallbacks += 1
                 if st.refused_fallbacks == 1 or st.refused_fallbacks % 1000 == 0:
                     log.warning("hyperflexis: SGLang refused the planned requests %d times with nothing running "
-                                "(%s); SGLang admits this iteration (counted in refused_fallbacks)",
-                                st.refused_plans, plan.reason)
+                                "(%s; last refusal %s); SGLang admits this iteration (counted in "
+                                "refused_fallbacks)", st.refused_plans, plan.reason, st.last_refusal)
                 st.refused_plans = 0
                 self._hfx_allow = None
             elif not self._hfx_allow and not running and (sched.waiting_queue or sched.chunked_req is not None):
@@ -318,8 +318,23 @@ def make_adder_class(base, add_req_result):
                 return super().add_one_req(req, *args, **kwargs)
             if req.rid not in self._hfx_allow:
                 return self._hfx_stop
-            return self._hfx_with_cap(self._hfx_allow[req.rid],
-                                      lambda: super(HFXPrefillAdder, self).add_one_req(req, *args, **kwargs))
+            result = self._hfx_with_cap(self._hfx_allow[req.rid],
+                                        lambda: super(HFXPrefillAdder, self).add_one_req(req, *args, **kwargs))
+            if result is not add_req_result.CONTINUE and STATE is not None and req not in self.can_run_list:
+                self._hfx_note_refusal(STATE, req, result)
+            return result
+
+        def _hfx_note_refusal(self, st: PluginState, req, result) -> None:
+            """A planned request SGLang's own accounting refused: kept for the refused-plan guard's log and
+            ``/server_info`` (where the policy's estimate and SGLang's disagree)."""
+            try:
+                rem_total = self.rem_total_tokens
+            except AttributeError:  # not the SGLang this was written against
+                rem_total = None
+            st.last_refusal = {"result": getattr(result, "name", str(result)), "rid": req.rid,
+                               "input_tokens": len(req.origin_input_ids), "output_tokens": len(req.output_ids),
+                               "planned_tokens": self._hfx_allow[req.rid], "rem_total_tokens": rem_total,
+                               "rem_chunk_tokens": getattr(self, "rem_chunk_tokens", None)}
 
     return HFXPrefillAdder
 

@@ -90,6 +90,7 @@ class PluginState:
         self.last_walk: tuple = (False, [])  # previous walk: (the plan admitted some, SGLang's can_run_list)
         self.refused_plans = 0
         self.refused_fallbacks = 0  # iterations handed to SGLang because it kept refusing what the plan admitted
+        self.last_refusal: dict | None = None  # SGLang's answer and budgets when it last refused a planned request
         self.idle_fallbacks = 0  # plans that would have left the engine idle with work waiting (SGLang admitted)
         self._last: tuple[float, tuple] | None = None
         self.plan_reasons: collections.Counter = collections.Counter()  # why each iteration's walk stopped
@@ -161,7 +162,7 @@ class PluginState:
             "preempted": self.preempted, "preemption": self.sched_cfg.preemption,
             "recent_preemptions": [{"rid": rid, "output_tokens": n} for rid, n in self.recent_preemptions],
             "invalid_slo": self.invalid, "idle_fallbacks": self.idle_fallbacks,
-            "refused_fallbacks": self.refused_fallbacks,
+            "refused_fallbacks": self.refused_fallbacks, "last_refusal": self.last_refusal,
             "perf_model": self.perf.to_dict(), "fits": self.fits, "fit_median_rel_error": self.fit_error,
             "fit_mean_ratio": self.fit_mean_ratio,
             "samples": self.sample_count, "model_trusted": self.model_trusted(),

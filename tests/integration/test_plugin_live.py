@@ -97,7 +97,10 @@ def test_tight_class_overtakes_loose_requests_sent_earlier(servers):
           "hfx state:", {k: v for k, v in hfx.hfx_state().items() if k in ("fits", "rejected", "demoted",
                                                                         "fit_median_rel_error", "hook_overhead",
                                                                         "model_trusted", "plan_reasons", "idle_fallbacks",
-                                                                        "refused_fallbacks")})
+                                                                        "refused_fallbacks", "last_refusal")})
+    refusal = hfx.hfx_state()["last_refusal"]  # set when SGLang refused a request the plan admitted (KV short)
+    assert refusal is None or (refusal["result"] in ("NO_TOKEN", "OTHER") and refusal["input_tokens"] > 0
+                               and refusal["rem_total_tokens"] is not None), refusal
     for name, r in runs.items():
         bad = [(t.status, t.error[:120]) for ts in r.values() for t in ts
                if t.status != 200 or (t.error and "SLO cannot be met" not in t.error)]
