@@ -377,14 +377,26 @@ def test_hfx_budget_reason_names_the_protected_class():
 def test_hfx_no_budget_without_running_requests():
     waiting = [Req("a", 1.0, STD, input_len=8000), Req("b", 1.0, BATCH, input_len=6000)]
     h, f = plan("hfx", waiting), plan("sglang-fcfs", waiting)
-    assert h.budget_s == math.inf
+    assert h.budget_s == pytest.approx(STD.ttft_s)  # only a's own first token bounds the iteration
     assert tokens(h) == tokens(f) == 8192
+
+
+def test_hfx_keeps_a_first_token_in_time_from_the_work_added_behind_it(arrival=0.8):
+    """An interactive request completing its prefill this iteration (due 0.45 s after arrival) is not
+    delayed past its TTFT by another request's prefill added behind it."""
+    waiting = [Req("tight", arrival, INTER, input_len=6000), Req("std", 0.5, STD, input_len=2000)]
+    h, f = plan("hfx", waiting), plan("sglang-fcfs", waiting)
+    assert tokens(f) == 8000 and 1.0 + P.prefill_time(8000) > 0.8 + INTER.ttft_s  # all of it would be late
+    assert h.prefill[0].rid == "tight" and h.prefill[0].tokens == 6000
+    assert h.budget_s == pytest.approx(arrival + INTER.ttft_s - 1.0)
+    assert 1.0 + h.predicted_s <= arrival + INTER.ttft_s + 1e-9
+    assert 0 < tokens(h) - 6000 < 2000
 
 
 def test_hfx_best_effort_running_requests_are_not_protected():
     run = [replace(near_deadline_interactive(), best_effort=True)]
     h = plan("hfx", [Req("a", 1.0, STD, input_len=8000)], run)
-    assert h.budget_s == math.inf and tokens(h) == 8000
+    assert h.budget_s == pytest.approx(STD.ttft_s) and tokens(h) == 8000  # only a's own first token
 
 
 @pytest.mark.parametrize("run_slos, req_slo, best_effort, limit", [

@@ -65,6 +65,11 @@ class Scheduler:
         """Seconds a prefill iteration may take now, and why."""
         return math.inf, "unconstrained"
 
+    def first_token_budget(self, req: WaitingView, snap: EngineSnapshot, done_by: float) -> float:
+        """Seconds from now by which this iteration must end so that ``req``, whose prefill completes in it
+        at ``done_by``, gets its first token in time; inf leaves the rest of the chunk budget to others."""
+        return math.inf
+
     def decode_admits(self, req: RequestView, snap: EngineSnapshot, batch_reqs: int, batch_kv: int) -> bool:
         """May ``req`` join a decode batch that will hold ``batch_reqs`` requests / ``batch_kv`` tokens?"""
         return True
@@ -162,6 +167,10 @@ class Scheduler:
                 batch_kv -= v.input_len + v.output_len
             items.append(PrefillItem(req.rid, n, n == todo))
             t += perf.chunk_time(n, req.cached_len)
+            if n == todo:
+                due = self.first_token_budget(req, snap, now + t)
+                if due < budget_s:
+                    budget_s, why = due, f"TTFT deadline of a {req.slo.cls!r} request in this iteration"
             rem_total -= n + held + cfg.page_size + (reserve if n == todo else 0)
             rem_chunk -= n
             rem_input -= n

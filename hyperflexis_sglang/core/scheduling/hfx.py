@@ -120,6 +120,13 @@ class HFXScheduler(Scheduler):
                    f"{need * 1e3:.0f} ms, {max(left, 0) * 1e3:.0f} ms left")
         return Verdict(req.rid, "reject" if req.slo.on_miss == "reject" else "demote", why)
 
+    def first_token_budget(self, req: WaitingView, snap: EngineSnapshot, done_by: float) -> float:
+        # protect a new request's first token from the prefill work added behind it in the same iteration
+        if req.best_effort or req.first_token_time is not None or not snap.perf_trusted:
+            return math.inf
+        deadline = req.slo.ttft_deadline(req.arrival)
+        return deadline - snap.now if done_by <= deadline else math.inf  # a late one is not protected
+
     # budget estimation: protect the running requests' next-token deadlines
     def prefill_budget(self, snap: EngineSnapshot, running_kv: int) -> tuple[float, str]:
         if snap.mode != "collocated" or not snap.running:
