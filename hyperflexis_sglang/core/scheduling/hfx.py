@@ -17,8 +17,11 @@ Guarantees, per iteration, given an accurate performance model:
    deadline, so any burst tips the loosest class (always served last) past
    it; with a reserve a loose request reaches the head while part of its
    target is left. The price: under overload tighter classes give up some
-   of their share to it. A request is only admitted to the decode batch
-   if the predicted decode step stays within ``decode_headroom`` x the
+   of their share to it. Within an iteration, a request whose prefill
+   completes in it bounds the iteration at its TTFT deadline (while it can
+   still meet it), so prefill work added behind it cannot delay its first
+   token. A request is only admitted to the decode batch if the predicted
+   decode step stays within ``decode_headroom`` x the
    tightest TPOT in the batch (``tpot_safety`` x on a P/D decode server,
    which runs no prefill), so admission never breaks ongoing requests'
    TPOT and leaves room for prefill progress.
