@@ -31,7 +31,6 @@ from hyperflexis_sglang.core.perf_model import preset  # noqa: E402
 from hyperflexis_sglang.core.slo import meets_slo  # noqa: E402
 from hyperflexis_sglang.sim.cli import write_atomic  # noqa: E402
 from hyperflexis_sglang.sim.cluster import Cluster, ClusterConfig  # noqa: E402
-from hyperflexis_sglang.sim.engine import BLOCK_TOKENS  # noqa: E402
 from hyperflexis_sglang.sim.workload import build, load_trace  # noqa: E402
 
 OUTCOMES = ("rejected", "first token late", "TPOT missed", "unfinished")
@@ -47,25 +46,15 @@ class ProbedCluster(Cluster):
 
     def _arrive(self, now: float) -> None:
         req = self.requests[self._next_arrival]
-        self.cached_at_route[req.rid] = [_held(rep.cache, req.blocks) for rep in self.replicas]
+        self.cached_at_route[req.rid] = [rep.cached_tokens(req.blocks) for rep in self.replicas]
         super()._arrive(now)
 
 
-def _held(cache, blocks: tuple) -> int:
-    """Prefix tokens of ``blocks`` in ``cache``, without touching its LRU order."""
-    n = 0
-    for b in blocks:
-        if b not in cache:
-            break
-        n += 1
-    return n * BLOCK_TOKENS
-
-
 def outcome(r) -> str:
-    if meets_slo(r.slo, r.arrival, r.first_token_time, r.finish_time, r.output_len) and not r.rejected:
-        return "met"
     if r.rejected:
         return "rejected"
+    if meets_slo(r.slo, r.arrival, r.first_token_time, r.finish_time, r.output_len):
+        return "met"
     if r.first_token_time is None or r.finish_time is None:
         return "unfinished"
     return "first token late" if r.first_token_time - r.arrival > r.slo.ttft_s else "TPOT missed"

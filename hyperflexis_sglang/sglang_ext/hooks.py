@@ -327,13 +327,10 @@ def make_adder_class(base, add_req_result):
         def _hfx_note_refusal(self, st: PluginState, req, result) -> None:
             """A planned request SGLang's own accounting refused: kept for the refused-plan guard's log and
             ``/server_info`` (where the policy's estimate and SGLang's disagree)."""
-            try:
-                rem_total = self.rem_total_tokens
-            except AttributeError:  # not the SGLang this was written against
-                rem_total = None
             st.last_refusal = {"result": getattr(result, "name", str(result)), "rid": req.rid,
                                "input_tokens": len(req.origin_input_ids), "output_tokens": len(req.output_ids),
-                               "planned_tokens": self._hfx_allow[req.rid], "rem_total_tokens": rem_total,
+                               "planned_tokens": self._hfx_allow[req.rid],
+                               "rem_total_tokens": getattr(self, "rem_total_tokens", None),
                                "rem_chunk_tokens": getattr(self, "rem_chunk_tokens", None)}
 
     return HFXPrefillAdder

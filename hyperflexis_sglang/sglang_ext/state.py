@@ -71,7 +71,6 @@ class PluginState:
                 raise ValueError(f"HFX_PERF_MODEL={cfg.perf_model!r}: {e}") from None
         self._x = np.zeros((MAX_SAMPLES, 6))  # ring buffer: Sample.features() rows ...
         self._y = np.zeros(MAX_SAMPLES)  # ... and measured seconds
-        self.sample_count = 0  # rows of the ring buffer in use
         self.fit_error: float | None = None
         self.fit_mean_ratio: float | None = None  # measured / predicted total iteration time on the samples
         self.fits = 0
@@ -116,7 +115,6 @@ class PluginState:
                 self._y[i] = dt
                 self.iter_s += dt
                 self.iterations = n = n + 1
-                self.sample_count = min(n, MAX_SAMPLES)
                 if self.cfg.perf_model == "fit" and (n in (8, 16, 32) or n % self.cfg.fit_every == 0):
                     self._refit()
         self._last = (now, composition)
@@ -142,6 +140,11 @@ class PluginState:
         self.perf = replace(model, name="fitted")
         self.fit_error, self.fit_mean_ratio = prediction_errors_arrays(self.perf, x, y)
         self.fits += 1
+
+    @property
+    def sample_count(self) -> int:
+        """Rows of the ring buffer in use."""
+        return min(self.iterations, MAX_SAMPLES)
 
     # ---- reporting -----------------------------------------------------
     @property

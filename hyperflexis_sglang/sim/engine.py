@@ -173,14 +173,20 @@ class Replica:
         self.queued_tokens -= todo
         self.queued_by_priority[-1 if req.best_effort else req.slo.priority] -= todo
 
-    def _cache_hit(self, blocks: tuple) -> int:
+    def cached_tokens(self, blocks: tuple) -> int:
+        """Prefix tokens of ``blocks`` this replica's cache holds, without touching its LRU order."""
         n = 0
         for b in blocks:
             if b not in self.cache:
                 break
-            self.cache.move_to_end(b)
             n += 1
         return n * BLOCK_TOKENS
+
+    def _cache_hit(self, blocks: tuple) -> int:
+        hit = self.cached_tokens(blocks)
+        for b in blocks[:hit // BLOCK_TOKENS]:  # a hit makes its blocks the most recently used
+            self.cache.move_to_end(b)
+        return hit
 
     def _cache_insert(self, blocks: tuple) -> None:
         for b in blocks:

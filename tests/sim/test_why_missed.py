@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hyperflexis_sglang.core.perf_model import preset
-from hyperflexis_sglang.sim.cluster import ClusterConfig
+from hyperflexis_sglang.sim.cluster import Cluster, ClusterConfig
 from hyperflexis_sglang.sim.engine import BLOCK_TOKENS
 from hyperflexis_sglang.sim.workload import build, load_trace
 
@@ -22,11 +22,16 @@ spec.loader.exec_module(why)
 MOONCAKE = Path(__file__).resolve().parents[2].parent / "shared" / "traces" / "mooncake_conversation.jsonl"
 
 
-def test_held_counts_the_leading_cached_blocks_without_touching_lru_order():
-    cache = collections.OrderedDict.fromkeys([3, 1, 2])
-    assert why._held(cache, (1, 2, 7, 3)) == 2 * BLOCK_TOKENS
-    assert why._held(cache, (9, 1)) == 0
-    assert list(cache) == [3, 1, 2]
+def test_cached_tokens_counts_the_leading_cached_blocks_without_touching_lru_order():
+    perf = preset("llama-3-8b", "h100", 1)
+    rep = Cluster(ClusterConfig(policy="hfx", replicas=1), perf, perf).replicas[0]
+    rep.cache.update(collections.OrderedDict.fromkeys([3, 1, 2]))
+    assert rep.cached_tokens((1, 2, 7, 3)) == 2 * BLOCK_TOKENS
+    assert rep.cached_tokens((9, 1)) == 0
+    assert list(rep.cache) == [3, 1, 2]
+    assert rep._cache_hit((1, 2, 7)) == 2 * BLOCK_TOKENS  # a hit does touch it
+    assert list(rep.cache) == [3, 1, 2]  # 1 then 2 moved to the end: the same order here
+    assert rep._cache_hit((3,)) == BLOCK_TOKENS and list(rep.cache) == [1, 2, 3]
 
 
 @pytest.mark.skipif(not MOONCAKE.is_file(), reason="real trace missing (shared/ beside the clone)")
