@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from hyperflexis_sglang.core.perf_model import preset  # noqa: E402
+from hyperflexis_sglang.sim.bounds import idle_bound  # noqa: E402
 from hyperflexis_sglang.sim.cli import plot, table, write_atomic  # noqa: E402
 from hyperflexis_sglang.sim.cluster import ClusterConfig  # noqa: E402
-from hyperflexis_sglang.sim.engine import BLOCK_TOKENS  # noqa: E402
 from hyperflexis_sglang.sim.runner import simulate  # noqa: E402
 from hyperflexis_sglang.sim.workload import build, load_trace  # noqa: E402
 
@@ -66,34 +66,6 @@ def attainment_at(points: list[tuple[float, float]], x: float) -> float:
         if x0 <= x <= x1:
             return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y0
     return pts[-1][1] if pts and x > pts[-1][0] else (pts[0][1] if pts else 0.0)
-
-
-def idle_alone(wl, perf) -> list[tuple[int, bool]]:
-    """Per request: (prefix tokens cached, could meet its SLO) when served alone on an idle replica (no
-    queue, no other request in the batch) with every earlier-seen prefix block cached (an unbounded cache)."""
-    seen: set = set()
-    out = []
-    for i in range(len(wl)):
-        blocks, n = wl.blocks[i], wl.input_lens[i]
-        hit = 0
-        while hit < len(blocks) and blocks[hit] in seen:
-            hit += 1
-        seen.update(blocks)
-        cached = min(hit * BLOCK_TOKENS, n - 1)
-        slo = wl.slos[i]
-        out.append((cached, perf.prefill_time(n - cached, cached) <= slo.ttft_s
-                    and (wl.output_lens[i] <= 1 or perf.decode_time(1, n + wl.output_lens[i]) <= slo.tpot_s)))
-    return out
-
-
-def idle_bound(wl, perf) -> dict:
-    """Share of requests, overall and per class, that could meet their SLO at all (``idle_alone``). No
-    policy attains more at any load; where this is below 0.9 the "load sustained at 90%" does not exist."""
-    ok: dict = {}
-    for slo, (_, feasible) in zip(wl.slos, idle_alone(wl, perf)):
-        for key in ("overall", slo.cls):
-            ok.setdefault(key, []).append(feasible)
-    return {k: sum(v) / len(v) for k, v in ok.items()}
 
 
 def check(results: list[dict]) -> dict:

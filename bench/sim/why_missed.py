@@ -25,10 +25,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from attainment import SETUPS, idle_alone  # noqa: E402
+from attainment import SETUPS  # noqa: E402
 
 from hyperflexis_sglang.core.perf_model import preset  # noqa: E402
 from hyperflexis_sglang.core.slo import meets_slo  # noqa: E402
+from hyperflexis_sglang.sim.bounds import idle_alone  # noqa: E402
 from hyperflexis_sglang.sim.cli import write_atomic  # noqa: E402
 from hyperflexis_sglang.sim.cluster import Cluster, ClusterConfig  # noqa: E402
 from hyperflexis_sglang.sim.workload import build, load_trace  # noqa: E402
