@@ -12,6 +12,7 @@ they inherit the environment, so every process sees the same settings.
 | ``HFX_PERF_MODEL`` | ``fit`` | ``fit``: learn online from this engine; or a preset ``MODEL/GPU/TP`` |
 | ``HFX_FIT_EVERY`` | ``64`` | refit the performance model every N iterations |
 | ``HFX_PREEMPTION`` | ``1`` | ``0``: never evict a running request for a waiting one (the policy's ``preempt``; retraction when KV runs out during decode is SGLang's and stays on) |
+| ``HFX_PD_HANDOFF_MS`` | ``25`` | P/D prefill server: ms a request needs after its KV transfer to get its first token out of the decode server (about one decode iteration there); the prefill finishes this much plus the measured transfer time before the TTFT deadline |
 | ``HFX_CPU_PD`` | unset | P/D on a CPU (see ``cpu_pd``): ``1`` applies the fix even with ``HFX_ENABLE=0`` (a stock-scheduling baseline pair), ``0`` never; unset: with ``HFX_ENABLE=1``. Never on a machine with a CUDA device |
 """
 
@@ -42,6 +43,8 @@ class PluginConfig(BaseModel):
     fit_every: int = Field(64, ge=1, description="HFX_FIT_EVERY: iterations between refits")
     preemption: bool = Field(True, description="HFX_PREEMPTION: evict running requests the policy picks for a "
                                                "waiting one")
+    pd_handoff_ms: float = Field(25.0, ge=0, le=60_000, description="HFX_PD_HANDOFF_MS: decode-side share of a P/D "
+                                                                     "handoff (ms)")
     cpu_pd: bool | None = Field(None, description="HFX_CPU_PD: CPU P/D fix (None: follow HFX_ENABLE)")
 
     @property
@@ -70,6 +73,7 @@ class PluginConfig(BaseModel):
                        policy=env.get("HFX_POLICY", "hfx"), slo_classes=env.get("HFX_SLO_CLASSES") or None,
                        extra=extra, perf_model=env.get("HFX_PERF_MODEL", "fit"),
                        fit_every=int(env.get("HFX_FIT_EVERY", "64")),
-                       preemption=_truthy(env.get("HFX_PREEMPTION", "1")))
+                       preemption=_truthy(env.get("HFX_PREEMPTION", "1")),
+                       pd_handoff_ms=float(env.get("HFX_PD_HANDOFF_MS", "25")))
         except (ValueError, TypeError) as e:
             raise PluginConfigError(f"bad HFX_* environment: {e}") from None

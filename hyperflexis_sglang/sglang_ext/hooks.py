@@ -31,6 +31,10 @@ Seams (see the field guide, section 2):
   REPLACE): the policy's victim order;
 * calibration (``Scheduler.run_batch``, AROUND): iteration composition and
   period feed the online performance-model fit;
+* KV transfer time (``process_disagg_prefill_inflight_queue``, AROUND; P/D
+  prefill servers): from the first poll after a prefill to the poll that
+  reports success; with ``HFX_PD_HANDOFF_MS`` it is the handoff the TTFT
+  deadlines leave room for (``EngineSnapshot.handoff_s``);
 * ``/server_info`` (``SchedulerInternalStateController.get_internal_state``,
   AFTER): an ``hfx`` entry with hooks fired, overhead and fitted model.
 """
@@ -65,6 +69,8 @@ TARGETS = {
     "run_batch": "sglang.srt.managers.scheduler.Scheduler.run_batch",
     "idle": "sglang.srt.managers.scheduler.Scheduler.on_idle",
     "decode_order": "sglang.srt.disaggregation.decode.DecodePreallocQueue.pop_preallocated",
+    "transfer": "sglang.srt.disaggregation.prefill.SchedulerDisaggregationPrefillMixin."
+                "process_disagg_prefill_inflight_queue",
     "server_info": "sglang.srt.managers.scheduler_components.internal_state."
                    "SchedulerInternalStateController.get_internal_state",
 }
@@ -213,7 +219,8 @@ def make_adder_class(base, add_req_result):
             budget = getattr(self, "memory_budget", None)  # SGLang's own reservation for the running requests
             snap = EngineSnapshot(now, _Views(sched.waiting_queue, st), running, kv_free, st.perf, chunked,
                                   self.new_token_ratio, st.mode, perf_trusted=st.model_trusted(),
-                                  reserved_kv_tokens=float(getattr(budget, "total_offset", -1.0)))
+                                  reserved_kv_tokens=float(getattr(budget, "total_offset", -1.0)),
+                                  handoff_s=st.handoff_s)
             plan = st.policy.plan(snap)
             st.planned(now, plan, len(sched.waiting_queue), len(running))
             self._hfx_allow = {item.rid: item.tokens for item in plan.prefill}
@@ -386,6 +393,28 @@ def composition(batch) -> tuple:
             dec += 1
             dec_kv += len(r.origin_input_ids) + len(r.output_ids)
     return (pre_tokens, pairs, pre_seqs, dec, dec_kv)
+
+
+def prefill_inflight(original, self, *args, **kwargs):
+    """P/D prefill server: time each request's KV transfer, from the first poll after its prefill to the
+    poll that reports success (AROUND). The moving average feeds the TTFT deadlines (``handoff_s``)."""
+    st = STATE
+    queue = getattr(self, "disagg_prefill_inflight_queue", None)
+    if st is None or not queue:
+        return original(self, *args, **kwargs)
+    with timed(st, "transfer"):
+        now = time.perf_counter()
+        for req in queue:
+            if getattr(req, "_hfx_sent", None) is None:
+                req._hfx_sent = now
+    done = original(self, *args, **kwargs)
+    if done:
+        end = time.perf_counter()
+        for req in done:
+            sent = getattr(req, "_hfx_sent", None)
+            if sent is not None and type(getattr(req, "finished_reason", None)).__name__ != "FINISH_ABORT":
+                st.transfer_done(end - sent)
+    return done
 
 
 def run_batch(original, self, batch, *args, **kwargs):

@@ -54,6 +54,7 @@ def register() -> None:
         ("run_batch", hooks.run_batch, HookType.AROUND),
         ("idle", hooks.on_idle, HookType.BEFORE),
         ("decode_order", hooks.decode_prealloc_order, HookType.BEFORE),
+        ("transfer", hooks.prefill_inflight, HookType.AROUND),
         ("server_info", hooks.get_internal_state, HookType.AFTER),
     ]
     for name, fn, kind in table:

@@ -36,6 +36,7 @@ TRUSTED_FIT_ERROR = 0.25  # median relative error under which predictive verdict
 TRUSTED_MIN_SAMPLES = 256  # ... and at least this many measured iterations
 RECENT_PLANS = 64  # iteration plans kept for /server_info
 MAX_SAMPLES = 4096  # measured iterations the fit uses (the most recent)
+TRANSFER_EWMA = 0.1  # weight of the latest KV transfer in the P/D prefill server's moving average
 
 
 def engine_mode(disaggregation_mode) -> str:
@@ -94,6 +95,18 @@ class PluginState:
         self._last: tuple[float, tuple] | None = None
         self.plan_reasons: collections.Counter = collections.Counter()  # why each iteration's walk stopped
         self.recent_plans: collections.deque = collections.deque(maxlen=RECENT_PLANS)
+        self.transfers = 0  # P/D prefill server: KV transfers timed (prefill done -> decode server has the KV)
+        self.transfer_s = 0.0  # their moving average, seconds
+
+    def transfer_done(self, seconds: float) -> None:
+        self.transfer_s = seconds if not self.transfers else self.transfer_s + TRANSFER_EWMA * (seconds - self.transfer_s)
+        self.transfers += 1
+
+    @property
+    def handoff_s(self) -> float:
+        """P/D prefill server: expected seconds from a prefill completing here to its first token
+        (EngineSnapshot.handoff_s): the measured KV transfer plus the decode side's HFX_PD_HANDOFF_MS; 0 elsewhere."""
+        return self.transfer_s + self.cfg.pd_handoff_ms * 1e-3 if self.mode == "prefill" else 0.0
 
     def planned(self, now: float, plan, waiting: int, running: int) -> None:
         """Record one iteration's plan: why it stopped, and what it admitted (reported for debugging)."""
@@ -175,6 +188,7 @@ class PluginState:
                                        "budget_s", "predicted_s"), p)) for p in self.recent_plans],
             "slo_classes": {k: vars(v) for k, v in self.catalog.classes.items()},
             "cpu_pd_fix": list(APPLIED),
+            "handoff_s": self.handoff_s, "transfers": self.transfers, "transfer_s": self.transfer_s,
         }
 
 

@@ -27,6 +27,8 @@ from .autoscale import AutoscaleConfig, Autoscaler
 from .engine import Replica, SimRequest
 from .workload import Workload
 
+DECODE_STEP_EWMA = 0.1  # weight of the latest decode iteration in the decode servers' moving average
+
 
 @dataclass(frozen=True)
 class ClusterConfig:
@@ -67,6 +69,7 @@ class Cluster:
             self.replicas = [Replica(i, "collocated", make(), perf, self, true_perf) for i in range(cfg.replicas)]
             self.prefill, self.decode = self.replicas, []
         self.transfer_s = 0.0
+        self.decode_step_s = 0.0  # moving average of the decode servers' iteration time
         self.plans = 0
         self.autoscale = Autoscaler(self, cfg.autoscale) if cfg.autoscale else None
 
@@ -133,6 +136,15 @@ class Cluster:
                 self.at(t, src.step)
 
         self.at(now + secs, done)
+
+    def decode_step(self, seconds: float) -> None:
+        self.decode_step_s += DECODE_STEP_EWMA * (seconds - self.decode_step_s)
+
+    def handoff(self, perf: PerfModel) -> tuple[float, float]:
+        """What a prefill server expects between a prefill completing and the first token (EngineSnapshot.handoff_s,
+        handoff_s_per_token): the KV transfer over the link, then a wait of up to one decode iteration for admission."""
+        return (self.cfg.link_latency_s + self.decode_step_s,
+                perf.kv_bytes_per_token * 8 / (self.cfg.link_gbps * 1e9))
 
     def end(self, req: SimRequest, now: float) -> None:
         if req.ended:

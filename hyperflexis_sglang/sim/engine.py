@@ -215,8 +215,10 @@ class Replica:
     # ---- one iteration ----------------------------------------------------
     def step(self, now: float) -> None:
         ratio = 1.0 if self.cluster.cfg.ignore_eos else self.ratio  # SGLang: no early-EOS estimate for those
+        handoff = self.cluster.handoff(self.perf) if self.role == "prefill" else (0.0, 0.0)
         snap = EngineSnapshot(now, _QueueView(self.waiting), self.running, self.capacity - self.kv_used, self.perf,
-                              self.chunked, ratio, self.role, self.running_kv)
+                              self.chunked, ratio, self.role, self.running_kv, handoff_s=handoff[0],
+                              handoff_s_per_token=handoff[1])
         plan = self.policy.plan(snap)
         self.cluster.observe_plan(self, plan)
         self._apply_verdicts(plan, now)
@@ -233,6 +235,8 @@ class Replica:
         if decoding and not prefill and not plan.retract:
             self.ratio = max(self.ratio - NEW_TOKEN_RATIO_DECAY, MIN_NEW_TOKEN_RATIO)  # only decode steps decay
         dur = self._duration(prefill, decoding)
+        if self.role == "decode":
+            self.cluster.decode_step(dur)
         self.busy_s += dur
         self.iterations += 1
         self.cluster.at(now + dur, lambda t: self._finish(t, prefill, decoding))

@@ -81,8 +81,14 @@ def test_hfx_state_and_hooks_on_both_stages(pd):
     print("prefill hooks:", p["hooks_fired"], "decode hooks:", d["hooks_fired"], "CPU P/D fix:", p["cpu_pd_fix"])
     assert p["enabled"] and p["mode"] == "prefill"
     assert d["enabled"] and d["mode"] == "decode"
-    for hook in ("enqueue", "order", "plan"):
+    for hook in ("enqueue", "order", "plan", "transfer"):
         assert p["hooks_fired"].get(hook, 0) > 0, p["hooks_fired"]
+    # the prefill server timed the real KV transfers over Mooncake: TTFT deadlines leave room for them
+    # and for the decode side (HFX_PD_HANDOFF_MS, 25 ms by default); the decode server has no handoff
+    print("transfers:", p["transfers"], "transfer_s:", p["transfer_s"], "handoff_s:", p["handoff_s"])
+    assert p["transfers"] >= 1 and 0 < p["transfer_s"] < 60
+    assert p["handoff_s"] == pytest.approx(p["transfer_s"] + 0.025)
+    assert d["handoff_s"] == 0 and d["transfers"] == 0
     for hook in ("enqueue", "decode_order"):
         assert d["hooks_fired"].get(hook, 0) > 0, d["hooks_fired"]
     assert "MooncakeKVSender.supports_host_tensor_indices=False" in p["cpu_pd_fix"]

@@ -185,3 +185,22 @@ def test_hfx_beats_fcfs_when_overloaded(routers):
           f"(interactive {fcfs['slo_attainment']['interactive']:.3f} vs {hfx['slo_attainment']['interactive']:.3f})")
     assert a_f < 0.8  # the load really is an overload for the baseline
     assert a_h >= a_f + 0.1
+
+
+def test_prefill_servers_see_the_handoff_to_decode():
+    # P/D: a prefill server's snapshot carries the KV transfer (link latency, per-token bytes over the link)
+    # and one decode iteration of the decode servers (moving average); other servers carry none
+    cfg = config("hfx", "pd-1:1")
+    cluster = Cluster(cfg, PERF)
+    seen = []
+    for rep in cluster.replicas:
+        plan = rep.policy.plan
+        rep.policy.plan = lambda snap, plan=plan, role=rep.role: seen.append((role, snap)) or plan(snap)
+    cluster.run(stress(n=120, rate=10.0))
+    per_token = PERF.kv_bytes_per_token * 8 / (cfg.link_gbps * 1e9)
+    pre = [s for role, s in seen if role == "prefill"]
+    assert pre and all(s.handoff_s_per_token == pytest.approx(per_token) for s in pre)
+    assert all(s.handoff_s >= cfg.link_latency_s for s in pre)
+    assert max(s.handoff_s for s in pre) > cfg.link_latency_s  # decode iterations were measured and added
+    assert cluster.decode_step_s > 0
+    assert all(s.handoff_s == 0 and s.handoff_s_per_token == 0 for role, s in seen if role == "decode")

@@ -1,5 +1,6 @@
 """P/D pieces of the plugin without a server: the CPU P/D fix gate, engine mode, decode admission order."""
 
+import contextlib
 from types import SimpleNamespace
 
 import pytest
@@ -142,3 +143,38 @@ def test_calibration_fits_the_most_recent_iterations_only():
     st._refit()
     assert st.perf.per_decode_req == pytest.approx(4e-4, rel=1e-3) and st.fit_error < 1e-6
     assert st.report()["samples"] == MAX_SAMPLES
+
+
+def test_prefill_server_times_kv_transfers_into_the_handoff(monkeypatch):
+    # the AROUND hook stamps requests in the inflight queue and times the ones SGLang's poll returns as done;
+    # an aborted transfer is not a sample. Collocated and decode servers have no handoff.
+    cfg = PluginConfig(enable=True, pd_handoff_ms=30)
+    st = PluginState(cfg, SimpleNamespace(disaggregation_mode="prefill"), 4096, 8)
+    monkeypatch.setattr(hooks, "STATE", st)
+    assert st.handoff_s == pytest.approx(0.030) and st.transfers == 0
+
+    class FINISH_ABORT:  # noqa: N801 - the name SGLang's abort reason has
+        pass
+    ok, aborted, pending = (SimpleNamespace(rid=r, finished_reason=None) for r in ("ok", "ab", "pend"))
+    aborted.finished_reason = FINISH_ABORT()
+    server = SimpleNamespace(disagg_prefill_inflight_queue=[ok, aborted, pending])
+    clock = iter([100.0, 100.2])  # stamp, then the poll returns
+    monkeypatch.setattr(hooks, "timed", lambda st, name: contextlib.nullcontext())  # its own clock reads aside
+    monkeypatch.setattr(hooks.time, "perf_counter", lambda: next(clock))
+    done = hooks.prefill_inflight(lambda self: [ok, aborted], server)
+    assert done == [ok, aborted]
+    assert st.transfers == 1 and st.transfer_s == pytest.approx(0.2)
+    assert st.handoff_s == pytest.approx(0.2 + 0.030) and st.report()["handoff_s"] == pytest.approx(0.23)
+    assert pending._hfx_sent == 100.0  # stamped once, kept for its own poll
+    st.transfer_done(0.4)
+    assert st.transfer_s == pytest.approx(0.2 + 0.1 * 0.2)  # moving average
+    for mode in ("null", "decode"):
+        assert PluginState(cfg, SimpleNamespace(disaggregation_mode=mode), 4096, 8).handoff_s == 0.0
+
+
+def test_pd_handoff_ms_from_the_environment():
+    assert PluginConfig.from_env({}).pd_handoff_ms == 25.0
+    assert PluginConfig.from_env({"HFX_PD_HANDOFF_MS": "40"}).pd_handoff_ms == 40.0
+    from hyperflexis_sglang.sglang_ext.config import PluginConfigError
+    with pytest.raises(PluginConfigError, match="pd_handoff_ms"):
+        PluginConfig.from_env({"HFX_PD_HANDOFF_MS": "-1"})

@@ -528,3 +528,28 @@ def test_every_plan_is_well_formed(name):
             assert not p.decode
         if p.decode and mode != "decode":
             assert len(run) > len(p.retract)
+
+
+@pytest.mark.parametrize("handoff_s, per_token, rejected", [
+    (0.0, 0.0, False),  # the prefill alone finishes in time
+    (0.040, 0.0, True),  # but not with a 40 ms handoff to the decode server behind it
+    (0.0, 40e-6, True),  # nor with a 40 ms transfer of its 1000 prompt tokens
+])
+def test_hfx_prefill_server_meets_ttft_before_the_handoff_to_decode(handoff_s, per_token, rejected):
+    now = 10.0
+    prefill = P.prefill_time(1000, 0)
+    req = Req("i", now - INTER.ttft_s + prefill + 0.02, INTER, input_len=1000)  # 20 ms to spare after its prefill
+    snap = snapshot(hfx(), [req], now=now, mode="prefill", handoff_s=handoff_s, handoff_s_per_token=per_token)
+    assert snap.handoff(req) == pytest.approx(handoff_s + per_token * 1000)
+    p = hfx().plan(snap)
+    assert [v.rid for v in p.verdicts] == (["i"] if rejected else [])
+    assert [i.rid for i in p.prefill] == ([] if rejected else ["i"])
+
+
+def test_hfx_first_token_budget_ends_before_the_handoff():
+    now = 10.0
+    req = Req("i", now, INTER, input_len=500)
+    s = hfx()
+    plain = s.first_token_budget(req, snapshot(s, [req], now=now, mode="prefill"), now + 0.05)
+    handed = s.first_token_budget(req, snapshot(s, [req], now=now, mode="prefill", handoff_s=0.03), now + 0.05)
+    assert plain == pytest.approx(INTER.ttft_s) and handed == pytest.approx(INTER.ttft_s - 0.03)

@@ -20,7 +20,10 @@ Guarantees, per iteration, given an accurate performance model:
    of their share to it. Within an iteration, a request whose prefill
    completes in it bounds the iteration at its TTFT deadline (while it can
    still meet it), so prefill work added behind it cannot delay its first
-   token. A request is only admitted to the decode batch if the predicted
+   token. On a P/D prefill server the first token reaches the client only
+   after the KV transfer and the decode server's admission, so every TTFT
+   deadline there is moved earlier by ``EngineSnapshot.handoff`` (measured
+   by the shell). A request is only admitted to the decode batch if the predicted
    decode step stays within ``decode_headroom`` x the
    tightest TPOT in the batch (``tpot_safety`` x on a P/D decode server,
    which runs no prefill), so admission never breaks ongoing requests'
@@ -95,7 +98,7 @@ class HFXScheduler(Scheduler):
     def screen(self, req: WaitingView, snap: EngineSnapshot, done_by: float) -> Verdict | None:
         if req.best_effort or req.first_token_time is not None:
             return None
-        deadline = req.slo.ttft_deadline(req.arrival)
+        deadline = req.slo.ttft_deadline(req.arrival) - snap.handoff(req)
         if done_by <= deadline:
             return None
         return self._verdict(req, snap, deadline, behind_queue=True)
@@ -105,7 +108,7 @@ class HFXScheduler(Scheduler):
         for _, req in zip(range(self.lookahead), rest):
             if req.best_effort or req.first_token_time is not None:
                 continue
-            deadline = req.slo.ttft_deadline(req.arrival)
+            deadline = req.slo.ttft_deadline(req.arrival) - snap.handoff(req)
             todo = req.input_len + req.output_len - req.cached_len
             if snap.now + snap.perf.prefill_time(todo, req.cached_len) > deadline:
                 out.append(self._verdict(req, snap, deadline, behind_queue=False))
@@ -127,7 +130,7 @@ class HFXScheduler(Scheduler):
         # protect a new request's first token from the prefill work added behind it in the same iteration
         if req.best_effort or req.first_token_time is not None or not snap.perf_trusted:
             return math.inf
-        deadline = req.slo.ttft_deadline(req.arrival)
+        deadline = req.slo.ttft_deadline(req.arrival) - snap.handoff(req)
         return deadline - snap.now if done_by <= deadline else math.inf  # a late one is not protected
 
     # budget estimation: protect the running requests' next-token deadlines
@@ -170,7 +173,7 @@ class HFXScheduler(Scheduler):
         if head is None or head.best_effort or head.first_token_time is not None:
             return -math.inf
         need = snap.perf.prefill_time(head.input_len - head.cached_len, head.cached_len)
-        deadline = head.slo.ttft_deadline(head.arrival)
+        deadline = head.slo.ttft_deadline(head.arrival) - snap.handoff(head)
         if snap.now + need <= deadline < snap.now + td + need:
             return head.slo.priority + 1
         return -math.inf

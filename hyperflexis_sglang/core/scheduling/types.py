@@ -53,6 +53,13 @@ class EngineSnapshot:
     perf_trusted: bool = True  # False: ``perf`` is a guess (a young or noisy fit): order by it, do not throttle by it
     reserved_kv_tokens: float = -1.0  # KV the engine holds back for running requests' future tokens (SGLang's
     # PrefillAdder offset); -1: the policy estimates it from ``new_token_ratio``
+    handoff_s: float = 0.0  # P/D prefill server: expected time from a request's prefill completing here to its
+    # first token on the decode server (KV transfer latency, decode admission) is ``handoff_s +
+    handoff_s_per_token: float = 0.0  # handoff_s_per_token x prompt tokens``; 0 on other servers
+
+    def handoff(self, req: RequestView) -> float:
+        """Seconds between ``req``'s prefill completing here and its first token reaching the client."""
+        return self.handoff_s + self.handoff_s_per_token * req.input_len
 
 
 @dataclass(frozen=True)
