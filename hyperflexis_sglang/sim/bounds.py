@@ -169,9 +169,8 @@ def finite_run_bound(wl: Workload, perf: PerfModel, replicas: int = 4, pd: tuple
     if n == 0:
         return 1.0
     work = request_work(wl, perf)
-    best = n
+    best, t0 = n, float(work.arrival.min())
     for cost, due, r in _constraints(work, replicas, pd):
-        t0 = float(work.arrival.min())
         for length in lengths:
             for k in range(offsets if math.isfinite(length) else 1):
                 if math.isfinite(length):

@@ -125,7 +125,7 @@ class Cluster:
         self.plans += 1
 
     def transfer(self, src: Replica, req: SimRequest, now: float) -> None:
-        secs = req.input_len * self.perf.kv_bytes_per_token * 8 / (self.cfg.link_gbps * 1e9) + self.cfg.link_latency_s
+        secs = self.cfg.link_latency_s + req.input_len * self.kv_s_per_token
         self.transfer_s += secs
 
         def done(t: float) -> None:
@@ -140,11 +140,16 @@ class Cluster:
     def decode_step(self, seconds: float) -> None:
         self.decode_step_s += DECODE_STEP_EWMA * (seconds - self.decode_step_s)
 
-    def handoff(self, perf: PerfModel) -> tuple[float, float]:
+    @property
+    def kv_s_per_token(self) -> float:
+        """Seconds one prompt token's KV takes over the P/D link."""
+        return self.perf.kv_bytes_per_token * 8 / (self.cfg.link_gbps * 1e9)
+
+    def handoff(self) -> tuple[float, float]:
         """What a prefill server expects between a prefill completing and the first token (EngineSnapshot.handoff_s,
-        handoff_s_per_token): the KV transfer over the link, then a wait of up to one decode iteration for admission."""
-        return (self.cfg.link_latency_s + self.decode_step_s,
-                perf.kv_bytes_per_token * 8 / (self.cfg.link_gbps * 1e9))
+        handoff_s_per_token): the KV transfer over the link (as ``transfer`` times it), then a wait of up to one
+        decode iteration for admission."""
+        return self.cfg.link_latency_s + self.decode_step_s, self.kv_s_per_token
 
     def end(self, req: SimRequest, now: float) -> None:
         if req.ended:

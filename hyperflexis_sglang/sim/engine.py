@@ -215,7 +215,7 @@ class Replica:
     # ---- one iteration ----------------------------------------------------
     def step(self, now: float) -> None:
         ratio = 1.0 if self.cluster.cfg.ignore_eos else self.ratio  # SGLang: no early-EOS estimate for those
-        handoff = self.cluster.handoff(self.perf) if self.role == "prefill" else (0.0, 0.0)
+        handoff = self.cluster.handoff() if self.role == "prefill" else (0.0, 0.0)
         snap = EngineSnapshot(now, _QueueView(self.waiting), self.running, self.capacity - self.kv_used, self.perf,
                               self.chunked, ratio, self.role, self.running_kv, handoff_s=handoff[0],
                               handoff_s_per_token=handoff[1])

@@ -98,7 +98,7 @@ class HFXScheduler(Scheduler):
     def screen(self, req: WaitingView, snap: EngineSnapshot, done_by: float) -> Verdict | None:
         if req.best_effort or req.first_token_time is not None:
             return None
-        deadline = req.slo.ttft_deadline(req.arrival) - snap.handoff(req)
+        deadline = _ttft_due(req, snap)
         if done_by <= deadline:
             return None
         return self._verdict(req, snap, deadline, behind_queue=True)
@@ -108,7 +108,7 @@ class HFXScheduler(Scheduler):
         for _, req in zip(range(self.lookahead), rest):
             if req.best_effort or req.first_token_time is not None:
                 continue
-            deadline = req.slo.ttft_deadline(req.arrival) - snap.handoff(req)
+            deadline = _ttft_due(req, snap)
             todo = req.input_len + req.output_len - req.cached_len
             if snap.now + snap.perf.prefill_time(todo, req.cached_len) > deadline:
                 out.append(self._verdict(req, snap, deadline, behind_queue=False))
@@ -130,7 +130,7 @@ class HFXScheduler(Scheduler):
         # protect a new request's first token from the prefill work added behind it in the same iteration
         if req.best_effort or req.first_token_time is not None or not snap.perf_trusted:
             return math.inf
-        deadline = req.slo.ttft_deadline(req.arrival) - snap.handoff(req)
+        deadline = _ttft_due(req, snap)
         return deadline - snap.now if done_by <= deadline else math.inf  # a late one is not protected
 
     # budget estimation: protect the running requests' next-token deadlines
@@ -173,7 +173,7 @@ class HFXScheduler(Scheduler):
         if head is None or head.best_effort or head.first_token_time is not None:
             return -math.inf
         need = snap.perf.prefill_time(head.input_len - head.cached_len, head.cached_len)
-        deadline = head.slo.ttft_deadline(head.arrival) - snap.handoff(head)
+        deadline = _ttft_due(head, snap)
         if snap.now + need <= deadline < snap.now + td + need:
             return head.slo.priority + 1
         return -math.inf
@@ -209,6 +209,12 @@ class HFXScheduler(Scheduler):
             return []
         pool = [r for r in snap.running if r.rid not in taken and (r.best_effort or r.slo.priority < req.slo.priority)]
         return _cover(self.retraction_order(pool, snap.now), need_kv)
+
+
+def _ttft_due(req: WaitingView, snap: EngineSnapshot) -> float:
+    """When ``req``'s prefill must complete here for its first token to reach the client in time: its TTFT
+    deadline, less the handoff to a P/D decode server (0 elsewhere)."""
+    return req.slo.ttft_deadline(req.arrival) - snap.handoff(req)
 
 
 def _cover(victims: Sequence[RunningView], need_kv: float) -> list[RunningView]:
