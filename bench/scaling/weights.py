@@ -12,6 +12,8 @@ process (standalone weight agents, torch.distributed gloo over localhost TCP):
 * ``hfx_1seed``: 1 seed -> 1, bucketed (isolates the effect of buckets);
 * ``hfx_2seeds``: 2 seeds -> 1, buckets split across the seeds in parallel;
 * ``hfx_3seeds``: 3 seeds -> 1 (three streams into the new instance);
+* ``hfx_4seeds``: 4 seeds -> 1 (on a link-limited network the speed-up over
+  one seed is bounded by the number of seeds: each seed's link is the limit);
 * ``fanout3``: 2 seeds -> 3 new instances at once, receivers forward buckets;
 * ``nofanout3``: the same without forwarding (only the seeds send).
 
@@ -48,11 +50,12 @@ from hyperflexis_sglang.weights.orchestrate import load_from_peers, load_per_par
 from hyperflexis_sglang.weights.standalone import AgentProcess  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "scaling_weights"
-CASES = ("disk_warm", "disk_cold", "rfork", "hfx_1seed", "hfx_2seeds", "hfx_3seeds", "fanout3", "nofanout3")
+CASES = ("disk_warm", "disk_cold", "rfork", "hfx_1seed", "hfx_2seeds", "hfx_3seeds", "hfx_4seeds", "fanout3",
+         "nofanout3")
 LABELS = {"disk_warm": "disk (safetensors, page cache warm)", "disk_cold": "disk (file pages evicted)",
           "rfork": "R-Fork style: per-parameter broadcast, 1 seed -> 1",
           "hfx_1seed": "HFX buckets, 1 seed -> 1", "hfx_2seeds": "HFX buckets, 2 seeds -> 1",
-          "hfx_3seeds": "HFX buckets, 3 seeds -> 1",
+          "hfx_3seeds": "HFX buckets, 3 seeds -> 1", "hfx_4seeds": "HFX buckets, 4 seeds -> 1",
           "fanout3": "HFX 2 seeds -> 3 at once (fan-out)", "nofanout3": "HFX 2 seeds -> 3, no fan-out"}
 
 
@@ -79,7 +82,7 @@ def transfer(kind: str, seeds: list[AgentProcess], news: list[AgentProcess], buc
         report = load_per_param(n[:1], s[0])
     else:
         targets = n if kind in ("fanout3", "nofanout3") else n[:1]
-        sources = {"hfx_1seed": s[:1], "hfx_3seeds": s[:3]}.get(kind, s[:2])
+        sources = {"hfx_1seed": s[:1], "hfx_3seeds": s[:3], "hfx_4seeds": s[:4]}.get(kind, s[:2])
         report = load_from_peers(targets, sources, bucket_mb=bucket_mb, fanout=kind != "nofanout3",
                                  max_recv_streams=len(sources), fallback_disk=False)
     if not report.ok or len(report.attempts) != 1:
@@ -92,7 +95,7 @@ def measure(model: Path, repeats: int, bucket_mb: int, pace_gbs: float, disk: bo
     cases = [c for c in CASES if disk or not c.startswith("disk")]
     times: dict[str, list[float]] = {c: [] for c in cases}
     extra = ["--pace-gbs", str(pace_gbs)] if pace_gbs else []
-    seeds = [AgentProcess(model, extra=extra).launch() for _ in range(3)]
+    seeds = [AgentProcess(model, extra=extra).launch() for _ in range(4)]
     news = [AgentProcess(model, dummy=True, extra=extra).launch() for _ in range(3)]
     try:
         for a in seeds + news:
@@ -127,6 +130,7 @@ def summarise(times: dict) -> dict:
     med = {c: statistics.median(v) for c, v in times.items()}
     ratios = {"rfork_over_hfx_2seeds": med["rfork"] / med["hfx_2seeds"],
               "rfork_over_hfx_3seeds": med["rfork"] / med["hfx_3seeds"],
+              "rfork_over_hfx_4seeds": med["rfork"] / med["hfx_4seeds"],
               "rfork_over_hfx_1seed": med["rfork"] / med["hfx_1seed"],
               "fanout3_over_one": med["fanout3"] / med["hfx_2seeds"],
               "nofanout3_over_one": med["nofanout3"] / med["hfx_2seeds"]}
@@ -134,7 +138,14 @@ def summarise(times: dict) -> dict:
         ratios["disk_warm_over_hfx_2seeds"] = med["disk_warm"] / med["hfx_2seeds"]
     return {"times_s": times, "median_s": med, "ratios": ratios,
             "targets_met": {"rfork_over_hfx_2seeds >= 3": ratios["rfork_over_hfx_2seeds"] >= 3,
-                            "fanout3_over_one <= 1.5": ratios["fanout3_over_one"] <= 1.5}}
+                            "fanout3_over_one <= 1.5": ratios["fanout3_over_one"] <= 1.5},
+            "seeds_for_3x": seeds_for(med, 3.0)}
+
+
+def seeds_for(med: dict, speedup: float) -> int | None:
+    """Fewest seeds at which HFX loads ``speedup`` times faster than R-Fork's per-parameter broadcast (None: never)."""
+    counts = {"hfx_1seed": 1, "hfx_2seeds": 2, "hfx_3seeds": 3, "hfx_4seeds": 4}
+    return min((n for c, n in counts.items() if c in med and med["rfork"] / med[c] >= speedup), default=None)
 
 
 def table(res: dict) -> str:
@@ -158,11 +169,14 @@ def table(res: dict) -> str:
         lines += ["", "| ratio | value | target |", "|---|---|---|",
                   f"| R-Fork per-parameter / HFX 2 seeds | {r['rfork_over_hfx_2seeds']:.2f}x | >= 3x |",
                   f"| R-Fork per-parameter / HFX 3 seeds | {r['rfork_over_hfx_3seeds']:.2f}x | |",
+                  f"| R-Fork per-parameter / HFX 4 seeds | {r['rfork_over_hfx_4seeds']:.2f}x | |",
                   f"| R-Fork per-parameter / HFX 1 seed | {r['rfork_over_hfx_1seed']:.2f}x | |",
                   f"| fan-out to 3 / one instance (2 seeds) | {r['fanout3_over_one']:.2f}x | <= 1.5x |",
                   f"| no fan-out to 3 / one instance | {r['nofanout3_over_one']:.2f}x | |"]
         if "disk_warm_over_hfx_2seeds" in r:
             lines.append(f"| disk (warm) / HFX 2 seeds | {r['disk_warm_over_hfx_2seeds']:.2f}x | |")
+        need = setup["seeds_for_3x"]
+        lines += ["", f"R-Fork per-parameter / HFX >= 3x: {f'from {need} seeds on' if need else 'with none of 1-4 seeds'}."]
     return "\n".join(lines) + "\n"
 
 
