@@ -3,7 +3,7 @@
 ```json
 {"router": "http://127.0.0.1:8000",
  "policy": {"name": "hfx", "perf": "llama-3-8b/h100/1", "options": {"max_replicas": 8}},
- "provisioner": {"name": "local", "model": "/models/llama", "role_switch_api": false},
+ "provisioner": {"name": "local", "model": "/models/llama", "role_switch_api": true},
  "initial": {"collocated": 1},
  "tick_s": 5}
 ```

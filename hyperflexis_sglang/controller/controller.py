@@ -45,7 +45,7 @@ class ControllerConfig:
     backoff_initial_s: float = 2.0  # first retry delay
     backoff_factor: float = 2.0  # delay multiplier per retry
     backoff_cap_s: float = 60.0  # longest retry delay
-    role_switch: str = "restart"  # "api": SGLang's /pd_role_switch where supported, else restart; "restart"
+    role_switch: str = "api"  # "api": /pd_role_switch where instances and backend allow it, else restart; "restart"
     replace_weight_source: str = "peer"  # weights of an instance that replaces a crashed one
     metrics_url: str | None = None  # router metrics URL (default: router URL + /metrics)
 

@@ -32,6 +32,9 @@ def register() -> None:
     from . import cpu_pd
     if cpu_pd.wanted(cfg):
         cpu_pd.apply()
+    from . import role_switch
+    if role_switch.wanted(cfg):
+        role_switch.register()
     from . import weights  # D2D weight loading agent (HFX_WEIGHTS_AGENT=1), independent of HFX_ENABLE
     if weights.wanted():
         weights.register()

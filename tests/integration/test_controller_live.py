@@ -134,8 +134,9 @@ def router_set(router: RouterClient) -> dict[str, str]:
     return {w.url: w.worker_type for w in router.workers()}
 
 
-def make_controller(tiny_model, cpu_classes, router_url, script, **cfg):
-    prov = LocalProvisioner(LocalConfig(model=str(tiny_model), env={"HFX_SLO_CLASSES": str(cpu_classes)}))
+def make_controller(tiny_model, cpu_classes, router_url, script, role_switch_api=False, **cfg):
+    prov = LocalProvisioner(LocalConfig(model=str(tiny_model), env={"HFX_SLO_CLASSES": str(cpu_classes)},
+                                        role_switch_api=role_switch_api))
     ctl = Controller(prov, RouterClient(router_url), Scripted(script), SLOCatalog(),
                      ControllerConfig(tick_s=1.0, drain_poll_s=0.3, max_attempts=2, ready_timeout_s=600, backoff_initial_s=1.0, **cfg),
                      weight_loader=default_loader())
@@ -207,8 +208,18 @@ def test_scale_out_under_load_then_drain_and_remove(collocated):
 
 @pytest.fixture
 def pd_fleet(tiny_model, cpu_classes):
+    yield from start_pd_fleet(tiny_model, cpu_classes, role_switch="restart")
+
+
+@pytest.fixture
+def pd_fleet_switchable(tiny_model, cpu_classes):
+    """The same fleet, every instance started with --enable-pd-role-switch; the controller switches in place."""
+    yield from start_pd_fleet(tiny_model, cpu_classes, role_switch="api", role_switch_api=True)
+
+
+def start_pd_fleet(tiny_model, cpu_classes, **cfg):
     router = Router(pd=True)
-    prov, ctl = make_controller(tiny_model, cpu_classes, router.url, [])
+    prov, ctl = make_controller(tiny_model, cpu_classes, router.url, [], **cfg)
     try:
         handles = [prov.add(role, "disk") for role in ("prefill", "prefill", "decode")]
         for h in handles:
@@ -249,3 +260,41 @@ def test_role_transition_prefill_to_decode(pd_fleet):
     for _ in range(4):  # round robin over both decode servers: every answer equals the reference
         status, out = generate(router.url, PROMPTS[0])
         assert status == 200 and out["output_ids"] == reference, out
+
+
+def switch(ctl, iid: str, role: str) -> dict:
+    ctl.policy.script = ctl.policy.script[:ctl.policy.i] + [[ScaleAction("switch_role", role, iid=iid, reason="test")]]
+    ctl.tick()
+    ctl.wait_idle(300)
+    return ctl.status()["transitions"][-1]
+
+
+def test_role_switch_in_place_both_ways(pd_fleet_switchable):
+    """SGLang's /pd_role_switch on CPU Mooncake, with the plugin's prefix-cache fix (sglang_ext/role_switch.py):
+    prefill -> decode in place, the switched server decodes correct answers and survives its idle checks
+    (without the fix it died there: "pool memory leak detected"), then decode -> prefill back."""
+    router, prov, ctl, (p1, p2, d1) = pd_fleet_switchable
+    rc = ctl.router
+    status, out = generate(router.url, PROMPTS[0])
+    assert status == 200, out
+    reference = out["output_ids"]
+    t = switch(ctl, p2.url, "decode")
+    print(f"\nin place prefill -> decode: {t}")
+    assert t["method"] == "api" and t["new_iid"] == p2.iid and t["drained"], t
+    assert router_set(rc) == {p1.url: "prefill", d1.url: "decode", p2.url: "decode"}
+    server = prov.servers[p2.iid]
+    for round_ in range(2):  # round robin over both decode servers; idle polls run between the rounds
+        for _ in range(4):
+            status, out = generate(router.url, PROMPTS[0])
+            assert status == 200 and out["output_ids"] == reference, out
+        time.sleep(2)
+        assert server.proc.poll() is None, server.log_tail()
+        assert urllib.request.urlopen(server.url + "/health", timeout=30).status == 200
+    t = switch(ctl, p2.url, "prefill")
+    print(f"in place decode -> prefill: {t}")
+    assert t["method"] == "api" and t["new_iid"] == p2.iid, t
+    assert router_set(rc) == {p1.url: "prefill", d1.url: "decode", p2.url: "prefill"}
+    for _ in range(4):  # round robin over both prefill servers
+        status, out = generate(router.url, PROMPTS[0])
+        assert status == 200 and out["output_ids"] == reference, out
+    assert server.proc.poll() is None

@@ -62,7 +62,7 @@ def test_backoff_rejects_attempt_zero():
     ("mori", True, True, "api", "supports"),
     ("nixl", True, True, "restart", "no runtime role switch"),
     ("mooncake", False, True, "restart", "without --enable-pd-role-switch"),
-    ("mooncake", True, False, "restart", "not usable"),
+    ("mooncake", True, False, "restart", "configured off"),
     (None, True, True, "restart", "no runtime"),
 ])
 def test_switch_method(backend, enabled, works, method, needle):

@@ -90,15 +90,15 @@ def backoff_s(attempt: int, initial_s: float = 1.0, factor: float = 2.0, cap_s: 
 def switch_method(backend: str | None, api_enabled: bool, api_works: bool) -> tuple[str, str]:
     """How to change an instance's P/D role: ``api`` (SGLang's /pd_role_switch) or ``restart``; with the reason.
 
-    ``api_works``: the deployment has verified that KV transfers work after an
-    in-place switch (false for Mooncake over TCP on a CPU, see the controller docs).
+    ``api_works``: the controller is configured to switch in place (``role_switch: "api"``,
+    the default); ``"restart"`` turns it off.
     """
     if not api_enabled:
         return "restart", "instances run without --enable-pd-role-switch"
     if backend not in ROLE_SWITCH_BACKENDS:
         return "restart", f"transfer backend {backend!r} has no runtime role switch"
     if not api_works:
-        return "restart", "in-place switch not usable on this deployment (configured off)"
+        return "restart", "in-place switch configured off (role_switch: restart)"
     return "api", f"{backend} supports /pd_role_switch"
 
 
