@@ -14,7 +14,7 @@ they inherit the environment, so every process sees the same settings.
 | ``HFX_PREEMPTION`` | ``1`` | ``0``: never evict a running request for a waiting one (the policy's ``preempt``; retraction when KV runs out during decode is SGLang's and stays on) |
 | ``HFX_PD_HANDOFF_MS`` | ``25`` | P/D prefill server: ms a request needs after its KV transfer to get its first token out of the decode server (about one decode iteration there); the prefill finishes this much plus the measured transfer time before the TTFT deadline |
 | ``HFX_CPU_PD`` | unset | P/D on a CPU (see ``cpu_pd``): ``1`` applies the fix even with ``HFX_ENABLE=0`` (a stock-scheduling baseline pair), ``0`` never; unset: with ``HFX_ENABLE=1``. Never on a machine with a CUDA device |
-| ``HFX_ROLE_SWITCH_FIX`` | unset | ``/pd_role_switch`` (see ``role_switch``): a switch to decode empties and disables the prefix cache, as a decode launch has it; ``1`` also with ``HFX_ENABLE=0``, ``0`` never; unset: with ``HFX_ENABLE=1`` |
+| ``HFX_ROLE_SWITCH_FIX`` | unset | ``/pd_role_switch`` (see ``role_switch``): a switch to decode empties and disables the prefix cache, as a decode launch has it, and a prefill server switched back keeps its KV endpoint and registered decode peers; ``1`` also with ``HFX_ENABLE=0``, ``0`` never; unset: with ``HFX_ENABLE=1`` |
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ class PluginConfig(BaseModel):
     pd_handoff_ms: float = Field(25.0, ge=0, le=60_000, description="HFX_PD_HANDOFF_MS: decode-side share of a P/D "
                                                                      "handoff (ms)")
     cpu_pd: bool | None = Field(None, description="HFX_CPU_PD: CPU P/D fix (None: follow HFX_ENABLE)")
-    role_switch_fix: bool | None = Field(None, description="HFX_ROLE_SWITCH_FIX: prefix cache follows a runtime "
-                                                           "P/D role switch (None: follow HFX_ENABLE)")
+    role_switch_fix: bool | None = Field(None, description="HFX_ROLE_SWITCH_FIX: prefix cache and KV endpoint "
+                                                           "survive a runtime P/D role switch (None: follow "
+                                                           "HFX_ENABLE)")
 
     @property
     def cpu_pd_wanted(self) -> bool:

@@ -270,31 +270,39 @@ def switch(ctl, iid: str, role: str) -> dict:
 
 
 def test_role_switch_in_place_both_ways(pd_fleet_switchable):
-    """SGLang's /pd_role_switch on CPU Mooncake, with the plugin's prefix-cache fix (sglang_ext/role_switch.py):
-    prefill -> decode in place, the switched server decodes correct answers and survives its idle checks
-    (without the fix it died there: "pool memory leak detected"), then decode -> prefill back."""
+    """SGLang's /pd_role_switch on CPU Mooncake with the plugin's fixes (sglang_ext/role_switch.py), two round trips.
+
+    prefill -> decode in place: the switched server decodes correct answers and survives its idle checks
+    (without the fix it died there: "pool memory leak detected"). decode -> prefill back: requests through it
+    are answered, also on the second round trip, after the decode server had cached its KV endpoint (without
+    the kept endpoint those requests waited for SGLang's 300 s bootstrap timeout; here 60 s fails the test).
+    """
     router, prov, ctl, (p1, p2, d1) = pd_fleet_switchable
     rc = ctl.router
     status, out = generate(router.url, PROMPTS[0])
     assert status == 200, out
     reference = out["output_ids"]
-    t = switch(ctl, p2.url, "decode")
-    print(f"\nin place prefill -> decode: {t}")
-    assert t["method"] == "api" and t["new_iid"] == p2.iid and t["drained"], t
-    assert router_set(rc) == {p1.url: "prefill", d1.url: "decode", p2.url: "decode"}
     server = prov.servers[p2.iid]
-    for round_ in range(2):  # round robin over both decode servers; idle polls run between the rounds
-        for _ in range(4):
-            status, out = generate(router.url, PROMPTS[0])
-            assert status == 200 and out["output_ids"] == reference, out
-        time.sleep(2)
-        assert server.proc.poll() is None, server.log_tail()
-        assert urllib.request.urlopen(server.url + "/health", timeout=30).status == 200
-    t = switch(ctl, p2.url, "prefill")
-    print(f"in place decode -> prefill: {t}")
-    assert t["method"] == "api" and t["new_iid"] == p2.iid, t
-    assert router_set(rc) == {p1.url: "prefill", d1.url: "decode", p2.url: "prefill"}
-    for _ in range(4):  # round robin over both prefill servers
-        status, out = generate(router.url, PROMPTS[0])
-        assert status == 200 and out["output_ids"] == reference, out
+    for trip in range(2):
+        for _ in range(4):  # round robin over both prefill servers: d1 meets p2's KV endpoint
+            status, out = generate(router.url, PROMPTS[0], timeout=60)
+            assert status == 200 and out["output_ids"] == reference, (trip, out)
+        t = switch(ctl, p2.url, "decode")
+        print(f"\nround trip {trip + 1}: in place prefill -> decode: {t}")
+        assert t["method"] == "api" and t["new_iid"] == p2.iid and t["drained"], t
+        assert router_set(rc) == {p1.url: "prefill", d1.url: "decode", p2.url: "decode"}
+        for round_ in range(2):  # round robin over both decode servers; idle polls run between the rounds
+            for _ in range(4):
+                status, out = generate(router.url, PROMPTS[0], timeout=60)
+                assert status == 200 and out["output_ids"] == reference, (trip, out)
+            time.sleep(2)
+            assert server.proc.poll() is None, server.log_tail()
+            assert urllib.request.urlopen(server.url + "/health", timeout=30).status == 200
+        t = switch(ctl, p2.url, "prefill")
+        print(f"round trip {trip + 1}: in place decode -> prefill: {t}")
+        assert t["method"] == "api" and t["new_iid"] == p2.iid, t
+        assert router_set(rc) == {p1.url: "prefill", d1.url: "decode", p2.url: "prefill"}
+        for _ in range(4):  # round robin over both prefill servers
+            status, out = generate(router.url, PROMPTS[0], timeout=60)
+            assert status == 200 and out["output_ids"] == reference, (trip, out)
     assert server.proc.poll() is None
