@@ -229,7 +229,7 @@ def switch_role(ctl, action: ScaleAction) -> dict:
         _forget(ctl, inst)
         new = bring_up(ctl, new_role, "peer")
         result.update(method="restart", method_reason=why, new_iid=new["iid"], new_url=new["url"],
-                      weight_source=new["weight_source"])
+                      weight_source=new["weight_source"], healthy_s=new["healthy_s"], linked_s=new["linked_s"])
     result.update(switch_s=round(time.monotonic() - t_drained, 2), total_s=round(time.monotonic() - t0, 2))
     ctl.events.transitions.append(result)
     return result

@@ -16,8 +16,11 @@ from .process import ChildProcess
 
 CPU_ARGS = ["--device", "cpu", "--model-impl", "transformers", "--max-total-tokens", "4096"]
 # An idle SGLang scheduler busy-polls a core; on a small CPU machine running several servers that core is
-# taken from the busy ones. Collocated CPU servers sleep while idle (woken by the next request); P/D
-# servers keep polling (KV transfers arrive outside the sockets the idle sleeper watches).
+# taken from the busy ones (a P/D server starting beside three idle ones took ~160 s to answer /health on
+# 2 cores). CPU servers sleep while fully idle (SGLang's IdleSleeper, woken by the next request or
+# control call on the tokenizer/RPC sockets). A P/D server is fully idle only with its bootstrap,
+# prealloc, transfer and in-flight queues empty and no deferred KV release pending
+# (``Scheduler.is_fully_idle``), so a KV transfer never waits for the sleeper.
 CPU_IDLE_ARGS = ["--sleep-on-idle"]
 
 
@@ -43,7 +46,7 @@ class SGLangServer(ChildProcess):
         self.cpu = cpu  # add the CPU flags (torch-native attention, small KV pool)
 
     def command(self) -> list[str]:
-        idle = CPU_IDLE_ARGS if self.cpu and "--disaggregation-mode" not in self.args else []
+        idle = CPU_IDLE_ARGS if self.cpu else []
         return [sys.executable, "-m", "sglang.launch_server", "--model-path", self.model, *(CPU_ARGS if self.cpu else []),
                 *idle,
                 "--host", "127.0.0.1", "--port", str(self.port), *self.args]
