@@ -8,7 +8,12 @@ from .metrics import summarize
 from .workload import Workload
 
 
-def simulate(workload: Workload, cfg: ClusterConfig, perf: PerfModel, true_perf: PerfModel | None = None) -> dict:
+def simulate(workload: Workload, cfg: ClusterConfig, perf: PerfModel, true_perf: PerfModel | None = None,
+             window: tuple[float, float] | None = None) -> dict:
+    """``window`` = (start, end) in trace seconds: the result also carries ``by_window``, the attainment of
+    the requests that arrived inside [start, end) and of the rest (e.g. a burst and the base load)."""
+    if window is not None and not window[0] < window[1]:
+        raise ValueError(f"window: need start < end, got {window!r}")
     cluster = Cluster(cfg, perf, true_perf)
     cluster.run(workload)
     ended = {r.rid for r in cluster.ended}
@@ -17,6 +22,8 @@ def simulate(workload: Workload, cfg: ClusterConfig, perf: PerfModel, true_perf:
     span = cluster.now - (workload.arrivals[0] if len(workload) else 0.0)
     gpus = len(cluster.replicas) * perf.num_gpus
     scaled = cluster.autoscale.summary() if cluster.autoscale else {}
+    if window is not None:
+        scaled["by_window"] = _by_window(cluster.requests.values(), window)
     return summarize(cluster.requests.values(), gpu_seconds=scaled.pop("gpu_seconds", gpus * span), extra={
         "policy": cfg.policy, "router": cfg.router,
         "deployment": f"pd {cfg.pd[0]}:{cfg.pd[1]}" if cfg.pd else f"collocated x{cfg.replicas}",
@@ -27,3 +34,12 @@ def simulate(workload: Workload, cfg: ClusterConfig, perf: PerfModel, true_perf:
         "busy_fraction": sum(r.busy_s for r in cluster.replicas) / max(span * len(cluster.replicas), 1e-9),
         **scaled,
     })
+
+
+def _by_window(requests, window: tuple[float, float]) -> dict:
+    """Attainment (overall and per class) and request count inside and outside ``window``."""
+    groups: dict[str, list] = {"inside": [], "outside": []}
+    for r in requests:
+        groups["inside" if window[0] <= r.arrival < window[1] else "outside"].append(r)
+    return {k: {"requests": len(v), "slo_attainment": summarize(v, gpu_seconds=0.0)["slo_attainment"]}
+            for k, v in groups.items()}

@@ -163,6 +163,23 @@ def test_summary_shape_and_ranges(policy, deployment):
     assert s["policy"] == policy and s["deployment"] == ("pd 1:1" if deployment == "pd-1:1" else "collocated x2")
 
 
+def test_window_splits_attainment_by_arrival():
+    """``window``: requests arriving inside and outside it, each with its own attainment; the split is exact
+    (counts add up, the overall attainment is their weighted mean) and the run itself is unchanged."""
+    wl = stress(seed=7, n=200)
+    mid = wl.arrivals[len(wl) // 2]
+    plain = simulate(wl, config("hfx", "collocated-x2"), SMALL_KV)
+    s = simulate(wl, config("hfx", "collocated-x2"), SMALL_KV, window=(mid, mid + 1e9))
+    inside, outside = s["by_window"]["inside"], s["by_window"]["outside"]
+    assert inside["requests"] == sum(t >= mid for t in wl.arrivals) and inside["requests"] + outside["requests"] == 200
+    both = (inside["slo_attainment"]["overall"] * inside["requests"]
+            + outside["slo_attainment"]["overall"] * outside["requests"]) / 200
+    assert both == pytest.approx(s["slo_attainment"]["overall"])
+    assert {k: v for k, v in s.items() if k != "by_window"} == plain
+    with pytest.raises(ValueError, match="window"):
+        simulate(wl, config("hfx", "collocated-x2"), SMALL_KV, window=(5.0, 5.0))
+
+
 @pytest.mark.parametrize("values, q, expected", [
     ([], 50, math.nan), ([3.0], 99, 3.0), ([1, 2, 3, 4], 50, 2), ([1, 2, 3, 4], 100, 4),
     ([4, 1, 3, 2], 0, 1), (list(range(1, 101)), 99, 99),
