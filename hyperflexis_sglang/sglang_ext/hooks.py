@@ -194,6 +194,32 @@ class _Views:
         return bool(self.reqs)
 
 
+class _SingleChunkSchedule:
+    """SGLang's schedule settings, except that the policy reads as ``shortest-prefill-first``: the one
+    policy for which SGLang refuses (``AddReqResult.OTHER``) to truncate a request while another chunked
+    request stays open, instead of making it a second chunked request (which its scheduler asserts never
+    happens). Used only around ``add_one_req`` calls behind a chunk that yielded room."""
+
+    def __init__(self, real):
+        self._real = real
+
+    schedule_policy = "shortest-prefill-first"
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def one_chunked_at_a_time(call):
+    """Run ``call`` (an ``add_one_req``) so that SGLang admits the request only if it prefills whole."""
+    import sglang.srt.managers.schedule_policy as sp
+    real = sp.get_schedule
+    sp.get_schedule = lambda: _SingleChunkSchedule(real())
+    try:
+        return call()
+    finally:
+        sp.get_schedule = real
+
+
 def make_adder_class(base, add_req_result):
     class HFXPrefillAdder(base):
         def __init__(self, *args, **kwargs):
@@ -318,15 +344,22 @@ def make_adder_class(base, add_req_result):
             if self._hfx_allow is None:
                 return super().add_chunked_req(req)
             tokens = self._hfx_allow.get(req.rid) or MIN_CHUNK_TOKENS  # never strand a chunked request
-            return self._hfx_with_cap(tokens, lambda: super(HFXPrefillAdder, self).add_chunked_req(req))
+            left = self._hfx_with_cap(tokens, lambda: super(HFXPrefillAdder, self).add_chunked_req(req))
+            self._hfx_open = left is not None  # still mid prefill after this chunk (it yielded room)
+            return left
 
         def add_one_req(self, req, *args, **kwargs):
             if self._hfx_allow is None:
                 return super().add_one_req(req, *args, **kwargs)
             if req.rid not in self._hfx_allow:
                 return self._hfx_stop
-            result = self._hfx_with_cap(self._hfx_allow[req.rid],
-                                        lambda: super(HFXPrefillAdder, self).add_one_req(req, *args, **kwargs))
+
+            def add():
+                call = lambda: super(HFXPrefillAdder, self).add_one_req(req, *args, **kwargs)  # noqa: E731
+                if getattr(self, "_hfx_open", False):
+                    return one_chunked_at_a_time(call)
+                return call()
+            result = self._hfx_with_cap(self._hfx_allow[req.rid], add)
             if result is not add_req_result.CONTINUE and STATE is not None and req not in self.can_run_list:
                 self._hfx_note_refusal(STATE, req, result)
             return result

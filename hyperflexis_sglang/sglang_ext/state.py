@@ -92,6 +92,7 @@ class PluginState:
         self.refused_fallbacks = 0  # iterations handed to SGLang because it kept refusing what the plan admitted
         self.last_refusal: dict | None = None  # SGLang's answer and budgets when it last refused a planned request
         self.idle_fallbacks = 0  # plans that would have left the engine idle with work waiting (SGLang admitted)
+        self.chunk_yields = 0  # plans in which a prompt mid chunked prefill left room to whole urgent prompts
         self._last: tuple[float, tuple] | None = None
         self.plan_reasons: collections.Counter = collections.Counter()  # why each iteration's walk stopped
         self.recent_plans: collections.deque = collections.deque(maxlen=RECENT_PLANS)
@@ -111,6 +112,8 @@ class PluginState:
     def planned(self, now: float, plan, waiting: int, running: int) -> None:
         """Record one iteration's plan: why it stopped, and what it admitted (reported for debugging)."""
         self.plan_reasons[plan.reason] += 1
+        if len(plan.prefill) > 1 and not plan.prefill[0].completes:
+            self.chunk_yields += 1
         self.recent_plans.append((round(now, 4), plan.reason, len(plan.prefill), sum(i.tokens for i in plan.prefill),
                                   waiting, running, plan.budget_s if plan.budget_s < math.inf else None,
                                   plan.predicted_s))
@@ -177,7 +180,7 @@ class PluginState:
             "iterations": self.iterations, "rejected": self.rejected, "demoted": self.demoted,
             "preempted": self.preempted, "preemption": self.sched_cfg.preemption,
             "recent_preemptions": [{"rid": rid, "output_tokens": n} for rid, n in self.recent_preemptions],
-            "invalid_slo": self.invalid, "idle_fallbacks": self.idle_fallbacks,
+            "invalid_slo": self.invalid, "idle_fallbacks": self.idle_fallbacks, "chunk_yields": self.chunk_yields,
             "refused_fallbacks": self.refused_fallbacks, "last_refusal": self.last_refusal,
             "perf_model": self.perf.to_dict(), "fits": self.fits, "fit_median_rel_error": self.fit_error,
             "fit_mean_ratio": self.fit_mean_ratio,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from hyperflexis_sglang.testing.classes import CPU_CLASSES
@@ -154,3 +156,97 @@ def test_tight_request_preempts_batch_requests_holding_the_kv_pool(servers):
             (best, _), (second, _) = tops[holder][part]
             assert best - second < 0.05 and got[part] in {t for _, t in tops[holder][part]}, \
                 (holder, at, part, tops[holder][part])
+
+
+@pytest.fixture(scope="module")
+def chunky(tiny_model, cpu_classes):
+    """An HFX server with a small chunk (64 tokens), so that a long prompt is prefilled over many
+    iterations and short requests can arrive while it is mid chunked prefill."""
+    from hyperflexis_sglang.controller.local import SGLangServer
+    server = SGLangServer(tiny_model, hfx=True, name="hfx-chunk64",
+                          extra_args=["--enable-mixed-chunk", "--chunked-prefill-size", "64"],
+                          env={"HFX_SLO_CLASSES": str(cpu_classes)})
+    with server:
+        yield server
+
+
+def _flush(server) -> None:
+    """Empty the server's prefix cache (SGLang's ``/flush_cache``; it waits until the server is idle)."""
+    import urllib.request
+    with urllib.request.urlopen(server.url + "/flush_cache?timeout=30", data=b"", timeout=60) as resp:
+        assert resp.status == 200
+
+
+def _long_text(server, seed: int, tokens: int) -> tuple[str, int]:
+    """A prompt of about ``tokens`` tokens (distinct per ``seed``) and its length; measuring its length
+    prefills it, so the prefix cache is emptied afterwards."""
+    words = tokens // 4
+    for _ in range(8):
+        text = " ".join(f"w{(seed * 7919 + k * 31) % 997}" for k in range(words))
+        status, out = server.post("/generate", {"text": text, "sampling_params": {"max_new_tokens": 1}})
+        if status == 400:  # longer than the context: shorter
+            words //= 2
+            continue
+        assert status == 200, out
+        n = out["meta_info"]["prompt_tokens"]
+        if tokens * 0.9 <= n <= tokens:
+            _flush(server)
+            return text, n
+        words = max(1, int(words * tokens * 0.95 / n))
+    raise AssertionError(f"could not size a prompt of ~{tokens} tokens")
+
+
+def test_long_prompt_yields_to_tight_requests_without_breaking_sglang(chunky):
+    """A ~1800-token batch prompt is prefilled in 64-token chunks; short requests with a TTFT of 60% of
+    its prefill time arrive during it. HFX shrinks the long prompt's chunks so the short ones prefill
+    beside it (stock SGLang continues the chunked prompt with the whole chunk, so none could start before
+    it ends): at least one short request gets its first token before the long prompt's, and SGLang's
+    single-chunked-request rule holds (its scheduler asserts it; the server stays up). Every answer equals
+    the same server's answer to the request sent alone."""
+    from concurrent.futures import ThreadPoolExecutor
+    # calibration: enough iterations for a trusted online fit (a long decode), then the long prompt alone
+    warm, _ = _long_text(chunky, 1, 1800)
+    greedy(chunky, warm, n=300, ignore_eos=True)
+    deadline = time.monotonic() + 60
+    while not chunky.hfx_state()["model_trusted"] and time.monotonic() < deadline:
+        greedy(chunky, f"warm {time.monotonic()}", n=64, ignore_eos=True)
+    assert chunky.hfx_state()["model_trusted"], chunky.hfx_state()["fit_median_rel_error"]
+    long_text, n_long = _long_text(chunky, 2, 1800)
+    alone = stream_generate(chunky.url, {"text": long_text, "sampling_params": {"max_new_tokens": 8,
+                                                                                "temperature": 0}})
+    prefill_s = alone.ttft
+    shorts = [f"short question {k}" for k in range(8)]
+    ref = {t: greedy(chunky, t, n=8) for t in shorts}
+    long_ref = list(alone.output_ids)
+    _flush(chunky)
+    yields_before = chunky.hfx_state()["chunk_yields"]
+
+    long_again, _ = _long_text(chunky, 3, 1800)  # a fresh long prompt (no cached prefix: flushed)
+    slo = {"class": "interactive", "ttft_ms": prefill_s * 0.6 * 1e3, "tpot_ms": 60000}
+
+    def one_short(k):
+        time.sleep(prefill_s * (0.1 + 0.1 * k))  # spread over the long prompt's prefill
+        return stream_generate(chunky.url, {"text": shorts[k], "sampling_params": {
+            "max_new_tokens": 8, "temperature": 0, "custom_params": {"slo": slo}}})
+
+    with ThreadPoolExecutor(len(shorts) + 1) as pool:
+        long_f = pool.submit(stream_generate, chunky.url, {"text": long_again, "sampling_params": {
+            "max_new_tokens": 8, "temperature": 0, "custom_params": {"slo": {"class": "batch"}}}})
+        short_f = [pool.submit(one_short, k) for k in range(len(shorts))]
+        long_t, short_t = long_f.result(), [f.result() for f in short_f]
+    state = chunky.hfx_state()
+    print(f"long prompt {n_long} tokens, alone {prefill_s * 1e3:.0f} ms; with shorts: long TTFT "
+          f"{long_t.ttft * 1e3:.0f} ms, shorts TTFT (ms) {[round(t.ttft * 1e3) for t in short_t if t.ttft]}, "
+          f"chunk_yields {state['chunk_yields'] - yields_before}, plan reasons {state['plan_reasons']}")
+    assert long_t.status == 200 and not long_t.error, long_t
+    long_again_ref = greedy(chunky, long_again, n=8)
+    assert list(long_t.output_ids) == long_again_ref and long_ref
+    served = [(k, t) for k, t in enumerate(short_t) if not t.error]
+    for k, t in enumerate(short_t):  # a short request is served, or rejected early with the reason
+        assert t.status == 200 and (not t.error or "SLO cannot be met" in t.error), (k, t)
+    for k, t in served:
+        assert list(t.output_ids) == ref[shorts[k]], k
+    assert state["chunk_yields"] > yields_before, state["plan_reasons"]
+    assert any(t.first < long_t.first for _, t in served if t.sent > long_t.sent), \
+        "no short request got its first token before the long prompt's"
+    assert greedy(chunky, shorts[0], n=8) == ref[shorts[0]]  # the scheduler is still serving

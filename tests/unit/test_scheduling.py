@@ -193,6 +193,43 @@ def test_chunked_request_chunks_again():
     assert p.prefill == (PrefillItem("ch", 8192, False),) and p.reason == "chunked"
 
 
+# ---- a long prompt mid chunked prefill yields room (HFX) ------------------------------------------------
+LONG = dict(arrival=9.0, slo=BATCH, input_len=40000, cached_len=8192)  # ~2.5 s of prefill left
+
+
+@pytest.mark.parametrize("policy, waiting, expected, reason", [
+    # an interactive request that would miss its 450 ms TTFT behind the remaining 31.8k tokens, and
+    # prefills whole in the room the long prompt leaves: both in this iteration
+    ("hfx", [Req("i", 10.0, INTER, 1000)], [("ch", 8192 - 1001, False), ("i", 1000, True)], "queue empty"),
+    # two of them (least slack first), then a standard one too long to prefill whole: it waits (never a
+    # second chunked request)
+    ("hfx", [Req("i1", 10.0, INTER, 1000), Req("i2", 10.0, INTER, 2000), Req("s", 10.0, STD, 9000)],
+     [("ch", 8192 - 3002, False), ("i2", 2000, True), ("i1", 1000, True)], "chunked request open (one at a time)"),
+    # a batch request has 15 s: it can wait for the long prompt, which keeps the whole chunk
+    ("hfx", [Req("b", 10.0, BATCH, 1000)], [("ch", 8192, False)], "chunked"),
+    # too long to prefill whole beside a chunk: no room is yielded
+    ("hfx", [Req("i", 10.0, INTER, 8200)], [("ch", 8192, False)], "chunked"),
+    # SGLang's own walk never yields
+    ("sglang-fcfs", [Req("i", 10.0, INTER, 1000)], [("ch", 8192, False)], "chunked"),
+    ("sglang-priority", [Req("i", 10.0, INTER, 1000)], [("ch", 8192, False)], "chunked"),
+])
+def test_long_chunked_prompt_yields_to_urgent_whole_prompts(policy, waiting, expected, reason):
+    s = make_scheduler(policy)
+    p = s.plan(snapshot(s, waiting, now=10.0, chunked=Req("ch", **LONG)))
+    assert [(i.rid, i.tokens, i.completes) for i in p.prefill] == expected
+    assert p.reason == reason
+
+
+def test_chunked_prompt_yields_nothing_on_an_untrusted_model_or_near_its_end():
+    s = make_scheduler("hfx")
+    urgent = [Req("i", 10.0, INTER, 1000)]
+    p = s.plan(snapshot(s, urgent, now=10.0, chunked=Req("ch", **LONG), perf_trusted=False))
+    assert p.prefill == (PrefillItem("ch", 8192, False),)
+    near_end = Req("ch", **{**LONG, "cached_len": 40000 - 5000})  # finishes in this chunk: SGLang's walk
+    p = s.plan(snapshot(s, urgent, now=10.0, chunked=near_end))
+    assert p.prefill == (PrefillItem("ch", 5000, True), PrefillItem("i", 1000, True))
+
+
 def test_mixed_chunk_decodes_and_counts_decode_tokens():
     s = make_scheduler("sglang-fcfs", mixed=True, chunk_size=1000)
     p = s.plan(snapshot(s, [Req("a", 1.0, input_len=5000)], [running("r1"), running("r2")]))
@@ -485,13 +522,16 @@ def scenarios():
     rng = random.Random(7)
     slos = [INTER, STD, BATCH]
     out = []
-    for k in range(40):
+    for k in range(80):
         now = 5.0 + rng.random()
         waiting = [Req(f"w{i}", now - rng.random() * 3, rng.choice(slos), rng.choice([50, 700, 3000, 9000]),
                        best_effort=rng.random() < 0.1) for i in range(rng.randrange(0, 8))]
         run = [running(f"r{i}", rng.choice(slos), rng.choice([100, 2000]), rng.randrange(1, 50), 60,
                        arrival=now - 3, ftt=now - 2 + rng.random()) for i in range(rng.randrange(0, 6))]
-        chunked = Req("ch", now - 1, STD, 12000, cached_len=4096) if k % 5 == 0 else None
+        chunked = (Req("ch", now - 1, rng.choice(slos), rng.choice([12000, 60000]), cached_len=4096)
+                   if k % 3 == 0 else None)
+        if chunked is not None:  # a fresh tight request behind it (HFX may yield room of the chunk to it)
+            waiting.append(Req("fresh", now, INTER, rng.choice([50, 700, 3000])))
         mode = ["collocated", "collocated", "prefill", "decode"][k % 4]
         if mode == "decode":
             chunked = None
@@ -515,7 +555,10 @@ def test_every_plan_is_well_formed(name):
         assert not ({v.rid for v in p.verdicts} & ({i.rid for i in p.prefill} | set(p.admit)))
         assert set(p.retract) <= r_ids and len(set(p.retract)) == len(p.retract)
         assert len({i.rid for i in p.prefill}) == len(p.prefill)
-        assert all(i.tokens > 0 for i in p.prefill) and all(i.completes for i in p.prefill[:-1])
+        assert all(i.tokens > 0 for i in p.prefill)
+        open_ = [k for k, i in enumerate(p.prefill) if not i.completes]  # SGLang tracks one chunked request
+        assert len(open_) <= 1 and (not open_ or open_[0] == len(p.prefill) - 1
+                                    or (open_[0] == 0 and p.prefill[0].rid == "ch" and name == "hfx")), p
         assert tokens(p) + (len(run) - len(p.retract) if p.decode and p.prefill else 0) <= s.cfg.chunk_size
         assert p.predicted_s >= 0 and (p.predicted_s == 0) == p.idle
         if chunked is not None and p.prefill:

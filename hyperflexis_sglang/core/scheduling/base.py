@@ -4,7 +4,10 @@ It reproduces SGLang 0.5.23's prefill admission (``PrefillAdder``): the
 chunked request continues first, then the waiting queue is walked in policy
 order; a request that does not fit the KV budget or the running-request
 limit stops the walk; a request larger than the remaining chunk budget is
-truncated (becomes the chunked request) and stops the walk. Prefill wins: if
+truncated (becomes the chunked request) and stops the walk. A policy may have
+the chunked request leave part of its chunk to waiting requests
+(``chunk_reserve``); the walk then admits only requests that prefill whole
+until it stops, since SGLang tracks one chunked request. Prefill wins: if
 any prefill is planned, running requests decode in this iteration only when
 mixed chunking is on. Otherwise the running batch decodes; if the KV pool
 cannot hold one more token per running request, victims are retracted in the
@@ -12,7 +15,7 @@ policy's order until it can (for a few steps).
 
 Policies differ only in the answers to small questions, each a method:
 ``key`` (queue order), ``screen`` (reject/demote a waiting request),
-``prefill_budget`` (seconds of prefill allowed now), ``decode_admits``
+``prefill_budget`` (seconds of prefill allowed now), ``chunk_reserve``, ``decode_admits``
 (may one more request join the decode batch), ``retraction_order`` and
 ``preempt`` (victims). The walk guarantees: never more than ``chunk_size``
 new prefill tokens or ``max_running`` running requests, never a KV
@@ -83,6 +86,11 @@ class Scheduler:
         """Running requests to evict so that ``req`` fits; [] when the policy never preempts."""
         return []
 
+    def chunk_reserve(self, snap: EngineSnapshot, rem_chunk: int, t: float) -> int:
+        """Tokens of this iteration's chunk budget the chunked request leaves to waiting requests that
+        prefill whole behind it (its chunk shrinks; it continues next iteration). SGLang: none."""
+        return 0
+
     def screen_tail(self, rest, snap: EngineSnapshot) -> list[Verdict]:
         """Verdicts on requests beyond where the walk stopped (bounded look-ahead); none by default."""
         return []
@@ -123,6 +131,7 @@ class Scheduler:
         batch_n, batch_kv = run_n, run_kv
         stop = "queue empty"
         queue = _chain(snap.chunked, snap.waiting)
+        yielded = 0  # chunk tokens the chunked request left to whole waiting requests
         for req in queue:
             todo = req.input_len + req.output_len - req.cached_len
             if batch_n >= cfg.max_running:
@@ -149,6 +158,15 @@ class Scheduler:
                     stop = KV_FULL
                     break
             n = min(todo, rem_chunk, max(rem_input, 0))
+            if req is snap.chunked and n < todo:
+                yielded = min(self.chunk_reserve(snap, rem_chunk, t), n - MIN_CHUNK_TOKENS)
+                if yielded > 0:
+                    n -= yielded
+                else:
+                    yielded = 0
+            elif yielded and n < todo:
+                stop = "chunked request open (one at a time)"  # SGLang tracks a single chunked request
+                break
             slo_limited = False
             if budget_s < math.inf:
                 fit = perf.max_chunk_tokens(req.cached_len, budget_s - t)
@@ -175,6 +193,8 @@ class Scheduler:
             rem_chunk -= n
             rem_input -= n
             if n < todo:
+                if yielded and req is snap.chunked:
+                    continue  # the rest of the budget goes to the requests it yields to
                 stop = "chunked"
                 break
             batch_n += 1

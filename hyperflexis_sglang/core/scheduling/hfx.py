@@ -28,6 +28,11 @@ Guarantees, per iteration, given an accurate performance model:
    tightest TPOT in the batch (``tpot_safety`` x on a P/D decode server,
    which runs no prefill), so admission never breaks ongoing requests'
    TPOT and leaves room for prefill progress.
+   A long prompt mid chunked prefill (SGLang continues it first, with the
+   whole chunk) yields part of its chunk to the queue head(s) that would miss
+   their TTFT behind its remaining chunks but meet it if prefilled now, and
+   that prefill whole in the room left (SGLang tracks one chunked request;
+   ``chunk_reserve``); it continues next iteration.
 3. Priorities across stages. When the head of the queue is urgent (one more
    decode step would make it miss TTFT), running requests of lower priority
    stop constraining the budget.
@@ -59,7 +64,7 @@ import math
 from typing import Sequence
 
 from ..perf_model import PerfModel
-from .base import Scheduler
+from .base import MIN_CHUNK_TOKENS, Scheduler
 from .types import EngineSnapshot, RequestView, RunningView, SchedulerConfig, Verdict, WaitingView
 
 
@@ -125,6 +130,27 @@ class HFXScheduler(Scheduler):
             why = (f"TTFT {req.slo.ttft_ms:g} ms of class {req.slo.cls!r} cannot be met: prefill needs "
                    f"{need * 1e3:.0f} ms, {max(left, 0) * 1e3:.0f} ms left")
         return Verdict(req.rid, "reject" if req.slo.on_miss == "reject" else "demote", why)
+
+    def chunk_reserve(self, snap: EngineSnapshot, rem_chunk: int, t: float) -> int:
+        # a long prompt mid chunked prefill yields room to the queue head(s) that can still meet TTFT if
+        # prefilled now but would miss it behind the prompt's remaining chunks, and that prefill whole
+        chunked = snap.chunked
+        if chunked is None or not snap.perf_trusted or chunked.first_token_time is not None:
+            return 0
+        perf, now, page = snap.perf, snap.now, self.cfg.page_size
+        rest_s = perf.prefill_time(chunked.input_len + chunked.output_len - chunked.cached_len, chunked.cached_len)
+        room = rem_chunk - MIN_CHUNK_TOKENS
+        reserve = 0
+        for _, req in zip(range(self.lookahead), snap.waiting):
+            if req.best_effort or req.first_token_time is not None:
+                break
+            todo = req.input_len + req.output_len - req.cached_len
+            own = perf.prefill_time(todo, req.cached_len)
+            due = _ttft_due(req, snap)
+            if reserve + todo + page > room or not now + t + own <= due < now + rest_s + own:
+                break
+            reserve += todo + page
+        return reserve
 
     def first_token_budget(self, req: WaitingView, snap: EngineSnapshot, done_by: float) -> float:
         # protect a new request's first token from the prefill work added behind it in the same iteration
