@@ -323,6 +323,8 @@ class Replica:
             req.cached_len += n
             self.inflight_tokens -= n
             if not completes:
+                if self.chunked is not None:  # SGLang tracks one chunked request; a second would be lost
+                    raise AssertionError(f"two chunked requests in one iteration: {self.chunked.rid}, {req.rid}")
                 self.chunked = req
                 continue
             self._prefill_done(req, now)

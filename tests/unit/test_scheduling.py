@@ -220,6 +220,18 @@ def test_long_chunked_prompt_yields_to_urgent_whole_prompts(policy, waiting, exp
     assert p.reason == reason
 
 
+def test_a_yielding_chunk_never_leaves_a_second_request_truncated():
+    """Behind a chunk that yielded room (to "i"), a running request's TPOT deadline cuts the iteration
+    short (SLO budget): "j", which would then be truncated, waits instead of becoming a second chunked
+    request (SGLang tracks one; the simulator lost the first when two came out of one iteration)."""
+    s = make_scheduler("hfx")
+    run = [running("r", INTER, input_len=1000, output_len=19, max_new_tokens=200, arrival=8.5, ftt=9.76)]
+    waiting = [Req("i", 9.83, INTER, 300), Req("j", 10.0, INTER, 4000)]
+    p = s.plan(snapshot(s, waiting, run, now=10.0, chunked=Req("ch", **LONG)))
+    assert [(i.rid, i.completes) for i in p.prefill] == [("ch", False), ("i", True)], p
+    assert p.reason == "chunked request open (one at a time)" and tokens(p) < 8192
+
+
 def test_chunked_prompt_yields_nothing_on_an_untrusted_model_or_near_its_end():
     s = make_scheduler("hfx")
     urgent = [Req("i", 10.0, INTER, 1000)]

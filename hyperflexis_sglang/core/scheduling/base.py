@@ -164,9 +164,6 @@ class Scheduler:
                     n -= yielded
                 else:
                     yielded = 0
-            elif yielded and n < todo:
-                stop = "chunked request open (one at a time)"  # SGLang tracks a single chunked request
-                break
             slo_limited = False
             if budget_s < math.inf:
                 fit = perf.max_chunk_tokens(req.cached_len, budget_s - t)
@@ -177,6 +174,9 @@ class Scheduler:
             if n <= 0 or (slo_limited and n < min(todo, MIN_CHUNK_TOKENS)):
                 stop = f"SLO budget ({why})" if slo_limited else "chunk budget"
                 break  # before evicting anyone: victims are only taken for a request that runs now
+            if yielded and n < todo and req is not snap.chunked:
+                stop = "chunked request open (one at a time)"  # SGLang tracks a single chunked request
+                break
             for v in victims:
                 taken.add(v.rid)
                 retract.append(v.rid)
