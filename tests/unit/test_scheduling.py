@@ -232,6 +232,21 @@ def test_a_yielding_chunk_never_leaves_a_second_request_truncated():
     assert p.reason == "chunked request open (one at a time)" and tokens(p) < 8192
 
 
+@pytest.mark.parametrize("slack_s, waiting_slo, yields", [
+    (0.5, STD, True),  # the long prompt's own TTFT slack holds the short prefill
+    (0.01, STD, False),  # it does not: an equal-priority request waits
+    (0.01, INTER, True),  # a higher-priority one still goes first
+    (-0.5, STD, True),  # the long prompt misses its TTFT anyway: nothing to protect
+])
+def test_a_long_prompt_yields_only_what_its_own_ttft_slack_holds(slack_s, waiting_slo, yields):
+    s = make_scheduler("hfx")
+    rest = P.prefill_time(20000 - 8192, 8192)
+    chunked = Req("ch", 10.0 + slack_s + rest - STD.ttft_s, STD, 20000, cached_len=8192)
+    w = Req("w", 10.0 - waiting_slo.ttft_s + 0.1, waiting_slo, 1000)  # 100 ms left: urgent behind the rest
+    p = s.plan(snapshot(s, [w], now=10.0, chunked=chunked))
+    assert [i.rid for i in p.prefill] == (["ch", "w"] if yields else ["ch"]), p
+
+
 def test_chunked_prompt_yields_nothing_on_an_untrusted_model_or_near_its_end():
     s = make_scheduler("hfx")
     urgent = [Req("i", 10.0, INTER, 1000)]

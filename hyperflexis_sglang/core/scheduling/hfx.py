@@ -132,25 +132,39 @@ class HFXScheduler(Scheduler):
         return Verdict(req.rid, "reject" if req.slo.on_miss == "reject" else "demote", why)
 
     def chunk_reserve(self, snap: EngineSnapshot, rem_chunk: int, t: float) -> int:
-        # a long prompt mid chunked prefill yields room to the queue head(s) that can still meet TTFT if
-        # prefilled now but would miss it behind the prompt's remaining chunks, and that prefill whole
+        # A long prompt mid chunked prefill yields room to the queue head(s) that can still meet TTFT if
+        # prefilled in this iteration but would miss it behind the prompt's remaining chunks, and that
+        # prefill whole. Its own chunk shrinks so that the iteration still ends by their deadlines; it
+        # yields freely if it is best effort or late anyway, else only the prefill time its own TTFT slack
+        # holds, unless the request it yields to has a higher priority.
         chunked = snap.chunked
         if chunked is None or not snap.perf_trusted or chunked.first_token_time is not None:
             return 0
         perf, now, page = snap.perf, snap.now, self.cfg.page_size
-        rest_s = perf.prefill_time(chunked.input_len + chunked.output_len - chunked.cached_len, chunked.cached_len)
-        room = rem_chunk - MIN_CHUNK_TOKENS
-        reserve = 0
+        rest = chunked.input_len + chunked.output_len - chunked.cached_len
+        rest_s = perf.prefill_time(rest, chunked.cached_len)
+        ch_slack = math.inf if chunked.best_effort else _ttft_due(chunked, snap) - now - rest_s
+        if ch_slack < 0:
+            ch_slack = math.inf
+        reserve, spent, limit = 0, 0.0, math.inf  # tokens kept, their prefill time, time left for the chunk
         for _, req in zip(range(self.lookahead), snap.waiting):
             if req.best_effort or req.first_token_time is not None:
                 break
             todo = req.input_len + req.output_len - req.cached_len
-            own = perf.prefill_time(todo, req.cached_len)
+            own = perf.chunk_time(todo, req.cached_len)
             due = _ttft_due(req, snap)
-            if reserve + todo + page > room or not now + t + own <= due < now + rest_s + own:
+            if not now + t + own <= due < now + rest_s + own:
+                break  # not urgent behind the long prompt, or lost already
+            if spent + own > ch_slack and req.slo.priority <= chunked.slo.priority:
                 break
-            reserve += todo + page
-        return reserve
+            cap = min(limit, due - now - t - spent - own)
+            chunk = min(rem_chunk - reserve - todo - page, perf.max_chunk_tokens(chunked.cached_len, cap))
+            if chunk < MIN_CHUNK_TOKENS:
+                break  # no room for it and a chunk of the long prompt
+            reserve, spent, limit = reserve + todo + page, spent + own, cap
+        if not reserve:
+            return 0
+        return rem_chunk - min(rem_chunk - reserve, perf.max_chunk_tokens(chunked.cached_len, limit))
 
     def first_token_budget(self, req: WaitingView, snap: EngineSnapshot, done_by: float) -> float:
         # protect a new request's first token from the prefill work added behind it in the same iteration
