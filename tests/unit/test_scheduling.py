@@ -250,6 +250,9 @@ def test_a_long_prompt_yields_only_what_its_own_ttft_slack_holds(slack_s, waitin
 def test_chunked_prompt_yields_nothing_on_an_untrusted_model_or_near_its_end():
     s = make_scheduler("hfx")
     urgent = [Req("i", 10.0, INTER, 1000)]
+    off = make_scheduler("hfx", extra={"chunk_yield": False})  # the knob keeps SGLang's rule
+    assert off.plan(snapshot(off, urgent, now=10.0, chunked=Req("ch", **LONG))).prefill == \
+        (PrefillItem("ch", 8192, False),)
     p = s.plan(snapshot(s, urgent, now=10.0, chunked=Req("ch", **LONG), perf_trusted=False))
     assert p.prefill == (PrefillItem("ch", 8192, False),)
     near_end = Req("ch", **{**LONG, "cached_len": 40000 - 5000})  # finishes in this chunk: SGLang's walk

@@ -55,7 +55,8 @@ engine.
 Knobs (``SchedulerConfig.extra``): ``priority_boost_s`` (0.5),
 ``ttft_reserve`` (0.5), ``decode_headroom`` (0.6), ``tpot_safety`` (0.9: plan to 90% of each TPOT),
 ``tpot_horizon_tokens`` (16), ``lookahead`` (32 requests screened beyond the
-stop point per iteration).
+stop point per iteration, and looked at for a chunk yield), ``chunk_yield``
+(true; false keeps SGLang's rule that the chunked prompt takes the whole chunk).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class HFXScheduler(Scheduler):
         self.horizon = int(extra.get("tpot_horizon_tokens", 16))
         self.safety = float(extra.get("tpot_safety", 0.9))
         self.ttft_share = 1.0 - float(extra.get("ttft_reserve", 0.5))  # share of the TTFT target the order uses
+        self.chunk_yield = bool(extra.get("chunk_yield", True))  # long prompts mid chunk yield room (chunk_reserve)
         self._tight_snap: EngineSnapshot | None = None  # snapshot the cached tightest TPOT belongs to
         self._tight = math.inf
 
@@ -138,7 +140,7 @@ class HFXScheduler(Scheduler):
         # yields freely if it is best effort or late anyway, else only the prefill time its own TTFT slack
         # holds, unless the request it yields to has a higher priority.
         chunked = snap.chunked
-        if chunked is None or not snap.perf_trusted or chunked.first_token_time is not None:
+        if chunked is None or not self.chunk_yield or not snap.perf_trusted or chunked.first_token_time is not None:
             return 0
         perf, now, page = snap.perf, snap.now, self.cfg.page_size
         rest = chunked.input_len + chunked.output_len - chunked.cached_len
