@@ -225,6 +225,7 @@ def make_adder_class(base, add_req_result):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             st = STATE
+            self._hfx_open = False  # the chunked request stays mid prefill after this iteration's chunk
             self._hfx_allow: dict = {}
             if st is None or getattr(st, "scheduler", None) is None:
                 self._hfx_allow = None  # not our walk (e.g. a warm-up): behave like SGLang
@@ -345,7 +346,7 @@ def make_adder_class(base, add_req_result):
                 return super().add_chunked_req(req)
             tokens = self._hfx_allow.get(req.rid) or MIN_CHUNK_TOKENS  # never strand a chunked request
             left = self._hfx_with_cap(tokens, lambda: super(HFXPrefillAdder, self).add_chunked_req(req))
-            self._hfx_open = left is not None  # still mid prefill after this chunk (it yielded room)
+            self._hfx_open = left is not None  # it yielded room: whole prompts only behind it
             return left
 
         def add_one_req(self, req, *args, **kwargs):
@@ -356,7 +357,7 @@ def make_adder_class(base, add_req_result):
 
             def add():
                 call = lambda: super(HFXPrefillAdder, self).add_one_req(req, *args, **kwargs)  # noqa: E731
-                if getattr(self, "_hfx_open", False):
+                if self._hfx_open:
                     return one_chunked_at_a_time(call)
                 return call()
             result = self._hfx_with_cap(self._hfx_allow[req.rid], add)

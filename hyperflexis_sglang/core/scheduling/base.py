@@ -159,11 +159,8 @@ class Scheduler:
                     break
             n = min(todo, rem_chunk, max(rem_input, 0))
             if req is snap.chunked and n < todo:
-                yielded = min(self.chunk_reserve(snap, rem_chunk, t), n - MIN_CHUNK_TOKENS)
-                if yielded > 0:
-                    n -= yielded
-                else:
-                    yielded = 0
+                yielded = max(min(self.chunk_reserve(snap, rem_chunk, t), n - MIN_CHUNK_TOKENS), 0)
+                n -= yielded
             slo_limited = False
             if budget_s < math.inf:
                 fit = perf.max_chunk_tokens(req.cached_len, budget_s - t)
