@@ -1,7 +1,8 @@
 """A simulated SGLang engine instance (one replica) that runs a core scheduling policy.
 
 The replica keeps SGLang's state (waiting queue, chunked request, running
-batch, KV pool with an LRU prefix cache) and, at every iteration, hands a
+batch, KV pool with a prefix cache that evicts least recently used leaves first, as
+SGLang's radix cache) and, at every iteration, hands a
 snapshot to the *same* policy object the SGLang plugin uses, applies the
 plan and advances time by the iteration time predicted by its "true"
 performance model (which may differ from the policy's, to study
@@ -21,6 +22,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from ..core.perf_model import PerfModel, attn_pairs
+from ..core.routing.prefix import touch_prefix
 from ..core.scheduling import EngineSnapshot, IterationPlan, Scheduler
 from ..core.slo import SLO
 
@@ -184,14 +186,11 @@ class Replica:
 
     def _cache_hit(self, blocks: tuple) -> int:
         hit = self.cached_tokens(blocks)
-        for b in blocks[:hit // BLOCK_TOKENS]:  # a hit makes its blocks the most recently used
-            self.cache.move_to_end(b)
+        touch_prefix(self.cache, blocks[:hit // BLOCK_TOKENS])
         return hit
 
     def _cache_insert(self, blocks: tuple) -> None:
-        for b in blocks:
-            self.cache[b] = None
-            self.cache.move_to_end(b)
+        touch_prefix(self.cache, blocks)
         while len(self.cache) > self.cache_blocks:
             self.cache.popitem(last=False)
 

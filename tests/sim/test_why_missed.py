@@ -30,8 +30,23 @@ def test_cached_tokens_counts_the_leading_cached_blocks_without_touching_lru_ord
     assert rep.cached_tokens((9, 1)) == 0
     assert list(rep.cache) == [3, 1, 2]
     assert rep._cache_hit((1, 2, 7)) == 2 * BLOCK_TOKENS  # a hit does touch it
-    assert list(rep.cache) == [3, 1, 2]  # 1 then 2 moved to the end: the same order here
-    assert rep._cache_hit((3,)) == BLOCK_TOKENS and list(rep.cache) == [1, 2, 3]
+    assert list(rep.cache) == [3, 2, 1]  # the head of the hit prefix is the most recent
+    assert rep._cache_hit((3,)) == BLOCK_TOKENS and list(rep.cache) == [2, 1, 3]
+
+
+def test_prefix_cache_evicts_leaves_first_as_sglang_radix_cache():
+    """A full cache drops the tail of the least recent prefix, so its head still hits (a flat LRU dropped the
+    head first and kept a tail no request could use)."""
+    perf = preset("llama-3-8b", "h100", 1)
+    rep = Cluster(ClusterConfig(policy="hfx", replicas=1), perf, perf).replicas[0]
+    rep.cache_blocks = 4
+    rep._cache_insert((1, 2, 3))
+    rep._cache_insert((8, 9))
+    assert rep.cached_tokens((1, 2, 3)) == 2 * BLOCK_TOKENS and rep.cached_tokens((8, 9)) == 2 * BLOCK_TOKENS
+    rep._cache_hit((1, 2))  # shared head refreshed: the next eviction takes the other prefix's tail
+    rep._cache_insert((1, 2, 5))
+    assert rep.cached_tokens((1, 2, 5)) == 3 * BLOCK_TOKENS and rep.cached_tokens((8, 9)) == BLOCK_TOKENS
+    assert len(rep.cache) == 4
 
 
 @pytest.mark.skipif(not MOONCAKE.is_file(), reason="real trace missing (shared/ beside the clone)")

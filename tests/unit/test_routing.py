@@ -127,13 +127,32 @@ def test_cache_aware_routes_to_least_loaded_when_imbalanced():
     assert r.pick(req("c", blocks=(1, 2, 3)), insts, 0.0).iid == 0
 
 
-def test_prefix_tracker_lru_bound():
+def test_prefix_tracker_lru_bound_evicts_leaves_first():
     t = PrefixTracker(max_blocks_per_instance=3)
     t.record("x", (1, 2, 3))
-    t.record("x", (4,))  # evicts 1 (least recently recorded)
-    assert t.size("x") == 3 and t.match("x", (1, 2)) == 0 and t.match("x", (2, 3, 4, 5)) == 3
+    t.record("x", (4,))  # evicts 3, the tail of the least recent prefix (as SGLang's radix cache)
+    assert t.size("x") == 3 and t.match("x", (1, 2, 3)) == 2 and t.match("x", (4,)) == 1
+    t.record("x", (1, 5))  # refreshes 1; evicts 2 (now the oldest leaf), keeps 4 and the new prefix
+    assert t.size("x") == 3 and t.match("x", (1, 5)) == 2 and t.match("x", (1, 2)) == 1 and t.match("x", (4,)) == 1
     t.forget("x")
     assert t.size("x") == 0 and t.match("x", (2,)) == 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_prefix_tracker_never_keeps_a_tail_without_its_head(seed):
+    """Random prefixes of a random tree (a block is its path, as a chained hash): after any sequence of
+    records, every held block's prefix is held, so the bound is spent only on blocks ``match`` can count."""
+    import random
+    rnd = random.Random(seed)
+    t = PrefixTracker(max_blocks_per_instance=rnd.randint(1, 12))
+    for _ in range(60):
+        path, chain = (), []
+        for _ in range(rnd.randint(1, 6)):
+            path += (rnd.randint(0, 2),)
+            chain.append(path)
+        t.record("x", tuple(chain))
+        held = set(t._sets["x"])
+        assert all(b[:k] in held for b in held for k in range(1, len(b)))
 
 
 # ---- hfx --------------------------------------------------------------------------------------

@@ -4,12 +4,25 @@ Per instance, a bounded LRU set of the prefix-block hashes the router has
 sent there. ``match`` counts how many leading blocks of a request the
 instance probably holds. Deterministic; no clocks (an insertion counter
 orders the LRU).
+
+Eviction is leaf first, as in SGLang's radix cache and sglang-router's
+tree: a block is always more recently used than every block after it in a
+prefix (``touch_prefix``), so the LRU end drops the tails of old prefixes and
+never a head whose tail stays (a cached tail without its head is useless:
+``match`` stops at the first missing block).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from typing import Hashable
+
+
+def touch_prefix(lru: OrderedDict, blocks) -> None:
+    """Mark ``blocks`` (one prefix, in order) most recently used, the head most recent of all."""
+    for b in reversed(blocks):
+        lru[b] = None
+        lru.move_to_end(b)
 
 
 class PrefixTracker:
@@ -30,9 +43,7 @@ class PrefixTracker:
 
     def record(self, iid: Hashable, blocks: tuple) -> None:
         seen = self._sets.setdefault(iid, OrderedDict())
-        for b in blocks:
-            seen[b] = None
-            seen.move_to_end(b)
+        touch_prefix(seen, blocks)
         while len(seen) > self.max_blocks:
             seen.popitem(last=False)
 
