@@ -176,8 +176,8 @@ def check(results: list[dict]) -> dict:
 
 def table(results: list[dict], peak: dict) -> str:
     classes = sorted(c for c in results[0]["slo_attainment"] if c != "overall")
-    head = ["autoscaler", "attain"] + classes + ["base", "burst", "GPU-s", "vs static peak", "peak replicas", "adds", "removes",
-                                                 "refused"]
+    head = ["autoscaler", "attain"] + classes + ["base", "burst", "GPU-s", "vs static peak", "peak replicas", "adds",
+                                                 "removes", "refused"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         a, ev = r["slo_attainment"], r["scale_events"]

@@ -190,9 +190,7 @@ class Replica:
         return hit
 
     def _cache_insert(self, blocks: tuple) -> None:
-        touch_prefix(self.cache, blocks)
-        while len(self.cache) > self.cache_blocks:
-            self.cache.popitem(last=False)
+        touch_prefix(self.cache, blocks, self.cache_blocks)
 
     # ---- running batch bookkeeping ---------------------------------------
     def _join(self, req: SimRequest) -> None:

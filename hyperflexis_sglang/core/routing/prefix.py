@@ -18,11 +18,14 @@ from collections import OrderedDict
 from typing import Hashable
 
 
-def touch_prefix(lru: OrderedDict, blocks) -> None:
-    """Mark ``blocks`` (one prefix, in order) most recently used, the head most recent of all."""
+def touch_prefix(lru: OrderedDict, blocks, cap: int | None = None) -> None:
+    """Mark ``blocks`` (one prefix, in order) most recently used, the head most recent of all; then, if
+    ``cap`` is given, evict least recently used blocks (leaves first) down to ``cap``."""
     for b in reversed(blocks):
         lru[b] = None
         lru.move_to_end(b)
+    while cap is not None and len(lru) > cap:
+        lru.popitem(last=False)
 
 
 class PrefixTracker:
@@ -43,9 +46,7 @@ class PrefixTracker:
 
     def record(self, iid: Hashable, blocks: tuple) -> None:
         seen = self._sets.setdefault(iid, OrderedDict())
-        touch_prefix(seen, blocks)
-        while len(seen) > self.max_blocks:
-            seen.popitem(last=False)
+        touch_prefix(seen, blocks, self.max_blocks)
 
     def size(self, iid: Hashable) -> int:
         return len(self._sets.get(iid, ()))
