@@ -5,12 +5,13 @@ their SLO at all, each served alone on an idle replica with every earlier-seen
 prefix cached. This script runs HFX (its router and scheduler) on one trace,
 deployment and load, and sorts every request that is feasible alone but misses
 by what happened to it (rejected, first token late, TPOT missed, unfinished)
-and by its prefix cache when it was routed: evicted from every replica (the
+and by its prefix cache (GPU and, with ``--hicache-ratio``, host tier) when it
+was routed: evicted from every replica (the
 bound assumes an unbounded cache), on another replica than the one chosen, or
 cached as in the bound. Writes ``bench/results/NAME.{md,json}``.
 
     python bench/sim/why_missed.py [--trace mooncake_conversation.jsonl] [--deploy collocated]
-                                   [--rate-scale 0.2] [--limit 3000] [--name sim_why_missed]
+                                   [--rate-scale 0.2] [--limit 3000] [--hicache-ratio 0] [--name sim_why_missed]
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class ProbedCluster(Cluster):
 
     def _arrive(self, now: float) -> None:
         req = self.requests[self._next_arrival]
-        self.cached_at_route[req.rid] = [rep.cached_tokens(req.blocks) for rep in self.replicas]
+        self.cached_at_route[req.rid] = [rep.cached_tokens(req.blocks, with_host=True) for rep in self.replicas]
         super()._arrive(now)
 
 
@@ -90,6 +91,7 @@ def classify(cluster: ProbedCluster, wl, alone: list[tuple[int, bool]]) -> dict:
 def report(rows: dict, args, cmd: str) -> str:
     md = ["# Why feasible requests miss under HFX (simulation)\n",
           f"`{cmd}`: {args.trace}, {args.deploy}, first {args.limit} requests, x{args.rate_scale:g}, "
+          + (f"host KV tier {args.hicache_ratio:g}x the GPU pool, " if getattr(args, "hicache_ratio", 0) else "") +
           "Llama-3-8B/H100 preset, HFX scheduler and router, seed 0. \"Feasible alone\": the request meets its "
           "SLO served alone on an idle replica with every earlier-seen prefix cached (`attainment.py`'s idle "
           "bound). Each missed feasible request is counted by what happened to it and by its prefix cache when "
@@ -111,22 +113,24 @@ def main() -> int:
     ap.add_argument("--rate-scale", type=float, default=0.2)
     ap.add_argument("--limit", type=int, default=3000, help="first N requests of the trace")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--hicache-ratio", type=float, default=0.0, help="host KV tier, x the GPU pool (0: off)")
     ap.add_argument("--name", default="sim_why_missed")
     args = ap.parse_args()
     setup = SETUPS.get((args.trace, args.deploy))
     if setup is None:
         ap.error(f"--trace/--deploy: no setup {args.trace!r} {args.deploy!r}; "
                  f"choose from {sorted({t for t, _ in SETUPS})} and collocated/pd")
-    if args.rate_scale <= 0 or args.limit < 1:
-        ap.error("--rate-scale must be > 0 and --limit >= 1")
+    if args.rate_scale <= 0 or args.limit < 1 or not args.hicache_ratio >= 0:
+        ap.error("--rate-scale must be > 0, --limit >= 1 and --hicache-ratio >= 0")
     perf = preset("llama-3-8b", "h100", 1)
     wl = build(load_trace(Path(args.traces_dir) / args.trace, args.limit), seed=0, rate_scale=args.rate_scale)
     cluster = ProbedCluster(ClusterConfig(policy="hfx", router="hfx", replicas=setup.get("replicas", 4),
-                                          pd=setup.get("pd")), perf, perf)
+                                          pd=setup.get("pd"), hicache_ratio=args.hicache_ratio), perf, perf)
     cluster.run(wl)
     rows = classify(cluster, wl, idle_alone(wl, perf))
     cmd = (f"python bench/sim/why_missed.py --trace {args.trace} --deploy {args.deploy} "
-           f"--rate-scale {args.rate_scale:g} --limit {args.limit} --name {args.name}")
+           f"--rate-scale {args.rate_scale:g} --limit {args.limit}"
+           + (f" --hicache-ratio {args.hicache_ratio:g}" if args.hicache_ratio else "") + f" --name {args.name}")
     text = report(rows, args, cmd)
     print(text)
     out = Path(args.out)

@@ -260,7 +260,7 @@ class Autoscaler:
 
     def _switched(self, rep: Replica, now: float) -> None:
         rep.role = self.switch_to.pop(rep.iid)
-        rep.cache.clear()
+        rep.clear_cache()
         self._set(rep, "ready", now)
         self._routable(rep.role).append(rep)
         self._log(now, "switched", rep.iid, rep.role, "")

@@ -43,14 +43,14 @@ def _pd(spec: str) -> tuple[int, int]:
     return pd
 
 
-def _positive(kind):
+def _positive(kind, allow_zero: bool = False):
     def parse(text: str):
         try:
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        if not (v >= 0 if allow_zero else v > 0) or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if allow_zero else '>'} 0 and finite, got {text!r}")
         return v
     return parse
 
@@ -92,6 +92,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for SLO assignment and routing (default 0)")
     p.add_argument("--limit", type=_positive(int), default=None, help="use the first N trace rows")
     p.add_argument("--link-gbps", type=_positive(float), default=200.0, help="P/D KV link bandwidth (default 200)")
+    p.add_argument("--hicache-ratio", type=_positive(float, allow_zero=True), default=0.0,
+                   help="host-memory KV tier per prefill/collocated replica, x its GPU KV pool, as SGLang's "
+                        "--enable-hierarchical-cache --hicache-ratio (default 0: off, SGLang's default)")
+    p.add_argument("--hicache-gbps", type=_positive(float), default=200.0,
+                   help="host-to-GPU KV load bandwidth in Gbit/s (default 200, i.e. 25 GB/s)")
     _add_autoscale(p)
 
 
@@ -132,7 +137,8 @@ def _config(args, policy: str) -> tuple[ClusterConfig, object]:
         auto = AutoscaleConfig(scaler=args.autoscaler, min_replicas=args.min_replicas,
                                max_replicas=args.max_replicas, weight_source=args.weight_source, tick_s=args.tick_s)
     return ClusterConfig(policy=policy, router=router, replicas=args.replicas, pd=args.pd, seed=args.seed,
-                         link_gbps=args.link_gbps, autoscale=auto), perf
+                         link_gbps=args.link_gbps, hicache_ratio=args.hicache_ratio, hicache_gbps=args.hicache_gbps,
+                         autoscale=auto), perf
 
 
 def _catalog(args) -> SLOCatalog:

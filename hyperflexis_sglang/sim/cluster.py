@@ -42,6 +42,8 @@ class ClusterConfig:
     horizon_s: float | None = None  # stop simulating at this time (None: run until all requests end)
     scheduler_overrides: tuple = ()  # (field, value) pairs replacing SchedulerConfig defaults
     autoscale: AutoscaleConfig | None = None  # autoscaling (sim/autoscale.py); None: a fixed fleet
+    hicache_ratio: float = 0.0  # host KV tier of prefill/collocated replicas, x the GPU pool (0: off, SGLang's default)
+    hicache_gbps: float = 200.0  # host-to-GPU KV load bandwidth, Gbit/s (25 GB/s: ~40% of PCIe Gen5 x16's 64 GB/s)
     ignore_eos: bool = False  # clients send ignore_eos: SGLang reserves KV for all remaining tokens (ratio 1)
 
 

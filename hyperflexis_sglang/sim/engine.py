@@ -2,7 +2,8 @@
 
 The replica keeps SGLang's state (waiting queue, chunked request, running
 batch, KV pool with a prefix cache that evicts least recently used leaves first, as
-SGLang's radix cache) and, at every iteration, hands a
+SGLang's radix cache, and optionally a host-memory tier behind it, as SGLang's
+hierarchical cache, ``--enable-hierarchical-cache``) and, at every iteration, hands a
 snapshot to the *same* policy object the SGLang plugin uses, applies the
 plan and advances time by the iteration time predicted by its "true"
 performance model (which may differ from the policy's, to study
@@ -40,7 +41,8 @@ class SimRequest:
 
     __slots__ = ("rid", "arrival", "slo", "input_len", "output_len", "max_new_tokens", "first_token_time",
                  "best_effort", "cached_len", "blocks", "finish_time", "rejected", "reason", "late_max",
-                 "late_base", "retractions", "demoted", "prefill_iid", "decode_iid", "entry", "ended", "enqueue_time")
+                 "late_base", "retractions", "demoted", "prefill_iid", "decode_iid", "entry", "ended", "enqueue_time",
+                 "host_len")
 
     def __init__(self, rid: int, arrival: float, slo: SLO, input_len: int, output_len: int, blocks: tuple = ()):
         self.rid = rid
@@ -65,6 +67,7 @@ class SimRequest:
         self.entry = None  # (key, seq, self) while in a waiting queue
         self.ended = False
         self.enqueue_time = arrival
+        self.host_len = 0  # prefix tokens matched in the host tier, loaded to the GPU at the first prefill chunk
 
 
 class _QueueView:
@@ -109,6 +112,14 @@ class Replica:
         self.tpot_counts: dict[float, int] = {}
         self.cache: OrderedDict = OrderedDict()
         self.cache_blocks = max(self.capacity // BLOCK_TOKENS, 1)
+        # SGLang HiCache (write-through, the default policy): every cached block is also written to a host
+        # pool of --hicache-ratio x the device pool; a prefix continues in the host tier where the device's ends
+        self.host: OrderedDict = OrderedDict()
+        self.host_blocks = int(self.cache_blocks * cluster.cfg.hicache_ratio)
+        self.host_s_per_token = (self.true_perf.kv_bytes_per_token * 8 / (cluster.cfg.hicache_gbps * 1e9)
+                                 if self.host_blocks else 0.0)
+        self.hit_tokens = [0, 0]  # prompt tokens served from the prefix cache: [from the GPU, loaded from the host]
+        self.loading_tokens = 0  # host-tier tokens the iteration now being planned loads before its prefill
         self.ratio = INIT_NEW_TOKEN_RATIO
         self.busy = False
         self.busy_s = 0.0
@@ -150,7 +161,11 @@ class Replica:
     # ---- queue ----------------------------------------------------------
     def enqueue(self, req: SimRequest, now: float) -> None:
         if self.role != "decode" and req.blocks and req.output_len == 0:
-            req.cached_len = min(self._cache_hit(req.blocks), req.input_len - 1)
+            device, host = self._cache_hit(req.blocks)
+            req.cached_len = min(device + host, req.input_len - 1)
+            req.host_len = max(req.cached_len - device, 0)
+            self.hit_tokens[0] += req.cached_len - req.host_len
+            self.hit_tokens[1] += req.host_len
         self._insert(req, now)
         if not self.busy:
             self.busy = True
@@ -175,22 +190,40 @@ class Replica:
         self.queued_tokens -= todo
         self.queued_by_priority[-1 if req.best_effort else req.slo.priority] -= todo
 
-    def cached_tokens(self, blocks: tuple) -> int:
-        """Prefix tokens of ``blocks`` this replica's cache holds, without touching its LRU order."""
+    def cached_tokens(self, blocks: tuple, with_host: bool = False) -> int:
+        """Prefix tokens of ``blocks`` this replica's GPU cache holds (``with_host``: or its host tier continues),
+        without touching LRU order."""
         n = 0
         for b in blocks:
             if b not in self.cache:
                 break
             n += 1
+        if with_host and self.host_blocks:
+            while n < len(blocks) and blocks[n] in self.host:
+                n += 1
         return n * BLOCK_TOKENS
 
-    def _cache_hit(self, blocks: tuple) -> int:
-        hit = self.cached_tokens(blocks)
-        touch_prefix(self.cache, blocks[:hit // BLOCK_TOKENS])
-        return hit
+    def _cache_hit(self, blocks: tuple) -> tuple[int, int]:
+        """Match a prefix: (tokens on the GPU, tokens that continue it in the host tier). The host part is loaded
+        back into the GPU cache (SGLang's load_back), so both parts become the most recently used."""
+        device = self.cached_tokens(blocks) // BLOCK_TOKENS
+        hit = device
+        if self.host_blocks:
+            host = self.host
+            while hit < len(blocks) and blocks[hit] in host:
+                hit += 1
+            touch_prefix(host, blocks[:hit], self.host_blocks)
+        touch_prefix(self.cache, blocks[:hit], self.cache_blocks if hit > device else None)
+        return device * BLOCK_TOKENS, (hit - device) * BLOCK_TOKENS
 
     def _cache_insert(self, blocks: tuple) -> None:
         touch_prefix(self.cache, blocks, self.cache_blocks)
+        if self.host_blocks and self.role != "decode":  # a decode server's host pool only backs up retractions
+            touch_prefix(self.host, blocks, self.host_blocks)
+
+    def clear_cache(self) -> None:
+        self.cache.clear()
+        self.host.clear()
 
     # ---- running batch bookkeeping ---------------------------------------
     def _join(self, req: SimRequest) -> None:
@@ -267,7 +300,7 @@ class Replica:
         for rid in rids:
             req = requests[rid]
             self._leave(req)
-            req.cached_len = 0
+            req.cached_len = req.host_len = 0
             req.retractions += 1
             self.retractions += 1
             self._insert(req, now)
@@ -302,6 +335,8 @@ class Replica:
             else:
                 self._remove(req)
                 self.kv_used += req.cached_len
+                self.loading_tokens += req.host_len
+                req.host_len = 0
             self.kv_used += item.tokens
             self.inflight_tokens += item.tokens
             out.append((req, item.tokens, req.cached_len, item.completes))
@@ -311,7 +346,9 @@ class Replica:
         tokens = sum(n for _, n, _, _ in prefill)
         pairs = sum(attn_pairs(n, c) for _, n, c, _ in prefill)
         kv = self.running_kv if decoding else 0
-        return self.true_perf.iteration_time(tokens, pairs, len(prefill), len(decoding), kv)
+        load, self.loading_tokens = self.loading_tokens * self.host_s_per_token, 0
+        # host-to-GPU loads counted in full before the forward (SGLang overlaps them layer by layer: conservative)
+        return load + self.true_perf.iteration_time(tokens, pairs, len(prefill), len(decoding), kv)
 
     def _finish(self, now: float, prefill: list, decoding: list) -> None:
         if decoding:

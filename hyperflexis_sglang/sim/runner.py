@@ -31,6 +31,9 @@ def simulate(workload: Workload, cfg: ClusterConfig, perf: PerfModel, true_perf:
         "ended": len(ended),
         "iterations": sum(r.iterations for r in cluster.replicas),
         "retractions": sum(r.retractions for r in cluster.replicas),
+        "prefix_hit_tokens": {"gpu": sum(r.hit_tokens[0] for r in cluster.replicas),
+                              "host": sum(r.hit_tokens[1] for r in cluster.replicas),
+                              "of_prompt_tokens": sum(workload.input_lens)},
         "busy_fraction": sum(r.busy_s for r in cluster.replicas) / max(span * len(cluster.replicas), 1e-9),
         **scaled,
     })

@@ -29,9 +29,9 @@ def test_cached_tokens_counts_the_leading_cached_blocks_without_touching_lru_ord
     assert rep.cached_tokens((1, 2, 7, 3)) == 2 * BLOCK_TOKENS
     assert rep.cached_tokens((9, 1)) == 0
     assert list(rep.cache) == [3, 1, 2]
-    assert rep._cache_hit((1, 2, 7)) == 2 * BLOCK_TOKENS  # a hit does touch it
+    assert rep._cache_hit((1, 2, 7)) == (2 * BLOCK_TOKENS, 0)  # a hit does touch it (no host tier: 0 from it)
     assert list(rep.cache) == [3, 2, 1]  # the head of the hit prefix is the most recent
-    assert rep._cache_hit((3,)) == BLOCK_TOKENS and list(rep.cache) == [2, 1, 3]
+    assert rep._cache_hit((3,)) == (BLOCK_TOKENS, 0) and list(rep.cache) == [2, 1, 3]
 
 
 def test_prefix_cache_evicts_leaves_first_as_sglang_radix_cache():
