@@ -2,7 +2,8 @@
 
 The replica keeps SGLang's state (waiting queue, chunked request, running
 batch, KV pool with a prefix cache that evicts least recently used leaves first, as
-SGLang's radix cache, and optionally a host-memory tier behind it, as SGLang's
+SGLang's radix cache, and holds what the running requests leave free of the same
+pool (SGLang counts the cache's evictable part as free), and optionally a host-memory tier behind it, as SGLang's
 hierarchical cache, ``--enable-hierarchical-cache``) and, at every iteration, hands a
 snapshot to the *same* policy object the SGLang plugin uses, applies the
 plan and advances time by the iteration time predicted by its "true"
@@ -42,7 +43,7 @@ class SimRequest:
     __slots__ = ("rid", "arrival", "slo", "input_len", "output_len", "max_new_tokens", "first_token_time",
                  "best_effort", "cached_len", "blocks", "finish_time", "rejected", "reason", "late_max",
                  "late_base", "retractions", "demoted", "prefill_iid", "decode_iid", "entry", "ended", "enqueue_time",
-                 "host_len")
+                 "host_len", "locked")
 
     def __init__(self, rid: int, arrival: float, slo: SLO, input_len: int, output_len: int, blocks: tuple = ()):
         self.rid = rid
@@ -68,6 +69,7 @@ class SimRequest:
         self.ended = False
         self.enqueue_time = arrival
         self.host_len = 0  # prefix tokens matched in the host tier, loaded to the GPU at the first prefill chunk
+        self.locked = 0  # prefix-hit tokens this request holds in its replica's cache while it holds KV there
 
 
 class _QueueView:
@@ -111,7 +113,8 @@ class Replica:
         self.inflight_tokens = 0  # prefill tokens of the iteration now running
         self.tpot_counts: dict[float, int] = {}
         self.cache: OrderedDict = OrderedDict()
-        self.cache_blocks = max(self.capacity // BLOCK_TOKENS, 1)
+        self.cache_blocks = max(self.capacity // BLOCK_TOKENS, 1)  # the whole pool, when nothing runs
+        self.locked_tokens = 0  # cached prefix tokens that requests holding KV use (SGLang locks those tree nodes)
         # SGLang HiCache (write-through, the default policy): every cached block is also written to a host
         # pool of --hicache-ratio x the device pool; a prefix continues in the host tier where the device's ends
         self.host: OrderedDict = OrderedDict()
@@ -213,11 +216,17 @@ class Replica:
             while hit < len(blocks) and blocks[hit] in host:
                 hit += 1
             touch_prefix(host, blocks[:hit], self.host_blocks)
-        touch_prefix(self.cache, blocks[:hit], self.cache_blocks if hit > device else None)
+        touch_prefix(self.cache, blocks[:hit], self.cache_cap())
         return device * BLOCK_TOKENS, (hit - device) * BLOCK_TOKENS
 
+    def cache_cap(self) -> int:
+        """Blocks the GPU prefix cache may hold now: the pool less what requests hold in it, plus the cached
+        prefixes they share (SGLang's radix cache lives in the KV pool; running requests' KV is not evictable)."""
+        free = self.capacity - self.kv_used + self.locked_tokens
+        return min(max(free, 0) // BLOCK_TOKENS, self.cache_blocks)
+
     def _cache_insert(self, blocks: tuple) -> None:
-        touch_prefix(self.cache, blocks, self.cache_blocks)
+        touch_prefix(self.cache, blocks, self.cache_cap())
         if self.host_blocks and self.role != "decode":  # a decode server's host pool only backs up retractions
             touch_prefix(self.host, blocks, self.host_blocks)
 
@@ -233,9 +242,14 @@ class Replica:
         if not req.best_effort:
             self.tpot_counts[t] = self.tpot_counts.get(t, 0) + 1
 
+    def _unlock(self, req: SimRequest) -> None:
+        self.locked_tokens -= req.locked
+        req.locked = 0
+
     def _leave(self, req: SimRequest) -> None:
         self.running_kv -= req.input_len + req.output_len
         self.kv_used -= req.input_len + req.output_len
+        self._unlock(req)
         t = req.slo.tpot_s
         if not req.best_effort and t in self.tpot_counts:
             self.tpot_counts[t] -= 1
@@ -258,6 +272,9 @@ class Replica:
             self._admit(plan.admit, now)
         prefill = self._take_prefill(plan)
         decoding = list(self.running) if plan.decode and self._decode_fits(prefill) else []
+        cap = self.cache_cap()
+        if len(self.cache) > cap:
+            touch_prefix(self.cache, (), cap)  # the step's allocations evict cached leaves
         if not prefill and not decoding:
             self.ratio = INIT_NEW_TOKEN_RATIO  # SGLang's on_idle resets the ratio
             self.busy = bool(self.waiting or self.chunked) and self._stuck_guard(now)
@@ -321,6 +338,7 @@ class Replica:
                 req.late_max = max(req.late_max, now - (req.late_base + req.slo.tpot_s))
             if req.output_len >= req.max_new_tokens:
                 self.kv_used -= req.input_len + req.output_len
+                self._unlock(req)
                 self.cluster.end(req, now)
             else:
                 self._join(req)
@@ -335,6 +353,8 @@ class Replica:
             else:
                 self._remove(req)
                 self.kv_used += req.cached_len
+                req.locked = req.cached_len
+                self.locked_tokens += req.locked
                 self.loading_tokens += req.host_len
                 req.host_len = 0
             self.kv_used += item.tokens
@@ -399,6 +419,7 @@ class Replica:
             req.late_max = late
         if n >= req.max_new_tokens:
             self.kv_used -= req.input_len + n
+            self._unlock(req)
             self._cache_insert(req.blocks)
             self.cluster.end(req, now)
         else:
@@ -407,3 +428,4 @@ class Replica:
     def release_transferred(self, req: SimRequest) -> None:
         """Prefill role: the request's KV has been sent; free it."""
         self.kv_used -= req.input_len
+        self._unlock(req)

@@ -162,3 +162,33 @@ def test_hicache_bench_reports_every_policy_and_tier(tmp_path, monkeypatch):
     assert set(data["collocated"]) == {"0.0", "2.0", "hfx_unlimited_host_link"}
     host = [r for r in data["collocated"]["2.0"]["results"] if r["prefix_hit_tokens"]["host"]]
     assert all(r["hicache_ratio"] == 2.0 for r in host)
+
+
+def test_the_gpu_prefix_cache_holds_only_what_running_requests_leave_free_of_the_pool():
+    """SGLang's radix cache lives in the KV pool: running requests' KV is not evictable, so a busy replica keeps
+    fewer cached prefixes; the cached prefixes running requests share count once."""
+    rep = replica(0.0, 10)
+    rep.capacity = 10 * BLOCK_TOKENS
+    rep._cache_insert(tuple(range(8)))
+    assert len(rep.cache) == 8
+    rep.kv_used = 6 * BLOCK_TOKENS  # requests now hold 6 blocks of the pool ...
+    assert rep.cache_cap() == 4
+    rep.locked_tokens = 2 * BLOCK_TOKENS  # ... 2 of them cached prefixes they share
+    assert rep.cache_cap() == 6
+    rep._cache_insert((100,))
+    assert len(rep.cache) == 6 and rep.cached_tokens(tuple(range(5))) == 5 * BLOCK_TOKENS  # leaves went first
+
+
+@pytest.mark.parametrize("pd", [None, (1, 1)])
+def test_locked_prefix_tokens_are_all_released_when_every_request_ends(pd):
+    """Conservation of the cache's lock count through prefill, chunking, retraction, transfer and finish."""
+    wl = one_prompt_twice(30)
+    cfg = ClusterConfig(policy="hfx", router="hfx", replicas=1, pd=pd, hicache_ratio=1.0)
+    cluster = Cluster(cfg, PERF, PERF)
+    for rep in cluster.replicas:
+        rep.capacity = 40 * BLOCK_TOKENS  # small pool: long prompts chunk, and the cache competes for room
+    cluster.run(wl)
+    assert len(cluster.ended) == len(wl)
+    for rep in cluster.replicas:
+        assert rep.locked_tokens == 0 and rep.kv_used == 0
+    assert sum(r.hit_tokens[0] + r.hit_tokens[1] for r in cluster.replicas) > 0
