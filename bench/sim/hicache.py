@@ -53,6 +53,12 @@ def hit_share(r: dict) -> float:
     return (h["gpu"] + h["host"]) / h["of_prompt_tokens"] if h["of_prompt_tokens"] else 0.0
 
 
+def _cells(results: list, scales: list[float]) -> str:
+    """One table row's cells: overall attainment (share of prompt tokens from the prefix cache) per rate."""
+    row = {r["rate_scale"]: r for r in results}
+    return " | ".join(f"{row[s]['slo_attainment']['overall']:.3f} ({hit_share(row[s]):.2f})" for s in scales)
+
+
 def run_setup(rows, setup: dict, ratios: list[float], perf) -> tuple[dict, list]:
     """Every policy at every tier size; then hfx at the largest size with an unlimited host link (what the
     tier could give if loading were free)."""
@@ -80,13 +86,10 @@ def report(deploy: str, by_ratio: dict, ideal: list, scales: list[float]) -> str
              "|---|---|" + "---|" * len(scales)]
     for label, _, _ in VARIANTS:
         for ratio, res in by_ratio.items():
-            row = {r["rate_scale"]: r for r in res["results"] if r["policy"] == label}
-            cells = [f"{row[s]['slo_attainment']['overall']:.3f} ({hit_share(row[s]):.2f})" for s in scales]
-            lines.append(f"| {label} | {_tier(ratio)} | " + " | ".join(cells) + " |")
+            mine = [r for r in res["results"] if r["policy"] == label]
+            lines.append(f"| {label} | {_tier(ratio)} | {_cells(mine, scales)} |")
     if ideal:
-        row = {r["rate_scale"]: r for r in ideal}
-        cells = [f"{row[s]['slo_attainment']['overall']:.3f} ({hit_share(row[s]):.2f})" for s in scales]
-        lines.append(f"| hfx | {_tier(ideal[0]['hicache_ratio'])}, unlimited host link | " + " | ".join(cells) + " |")
+        lines.append(f"| hfx | {_tier(ideal[0]['hicache_ratio'])}, unlimited host link | {_cells(ideal, scales)} |")
     lines += ["", "| host tier | sglang-fcfs 50% load | hfx there | interactive there (fcfs / hfx) | "
               "load held at 90%: best baseline / hfx | targets met |", "|---|---|---|---|---|---|"]
     for ratio, res in by_ratio.items():

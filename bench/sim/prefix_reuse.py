@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from hyperflexis_sglang.core.perf_model import preset  # noqa: E402
-from hyperflexis_sglang.core.routing.prefix import touch_prefix  # noqa: E402
+from hyperflexis_sglang.core.routing.prefix import held_prefix, touch_prefix  # noqa: E402
 from hyperflexis_sglang.sim.cli import write_atomic  # noqa: E402
 from hyperflexis_sglang.sim.engine import BLOCK_TOKENS  # noqa: E402
 from hyperflexis_sglang.sim.workload import load_trace  # noqa: E402
@@ -39,10 +39,7 @@ def hit_fraction(prefixes: list[tuple], cap: int | None) -> float:
     lru: OrderedDict = OrderedDict()
     hit = total = 0
     for blocks in prefixes:
-        for b in blocks:
-            if b not in lru:
-                break
-            hit += 1
+        hit += held_prefix(lru, blocks)
         total += len(blocks)
         touch_prefix(lru, blocks, cap)
     return hit / total if total else 0.0

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.perf_model import PerfModel
+from ..core.routing.prefix import held_prefix
 from .engine import BLOCK_TOKENS
 from .workload import Workload
 
@@ -68,8 +69,7 @@ def cached_prefix(wl: Workload, any_order: bool = False) -> list[int]:
             while hit < len(blocks) and shared[blocks[hit]] > 1:
                 hit += 1
         else:
-            while hit < len(blocks) and blocks[hit] in seen:
-                hit += 1
+            hit = held_prefix(seen, blocks)
             seen.update(blocks)
         out.append(min(hit * BLOCK_TOKENS, n - 1))
     return out

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from ..core.perf_model import PerfModel, attn_pairs
-from ..core.routing.prefix import touch_prefix
+from ..core.routing.prefix import held_prefix, touch_prefix
 from ..core.scheduling import EngineSnapshot, IterationPlan, Scheduler
 from ..core.slo import SLO
 
@@ -196,26 +196,19 @@ class Replica:
     def cached_tokens(self, blocks: tuple, with_host: bool = False) -> int:
         """Prefix tokens of ``blocks`` this replica's GPU cache holds (``with_host``: or its host tier continues),
         without touching LRU order."""
-        n = 0
-        for b in blocks:
-            if b not in self.cache:
-                break
-            n += 1
+        n = held_prefix(self.cache, blocks)
         if with_host and self.host_blocks:
-            while n < len(blocks) and blocks[n] in self.host:
-                n += 1
+            n = held_prefix(self.host, blocks, n)
         return n * BLOCK_TOKENS
 
     def _cache_hit(self, blocks: tuple) -> tuple[int, int]:
         """Match a prefix: (tokens on the GPU, tokens that continue it in the host tier). The host part is loaded
         back into the GPU cache (SGLang's load_back), so both parts become the most recently used."""
-        device = self.cached_tokens(blocks) // BLOCK_TOKENS
+        device = held_prefix(self.cache, blocks)
         hit = device
         if self.host_blocks:
-            host = self.host
-            while hit < len(blocks) and blocks[hit] in host:
-                hit += 1
-            touch_prefix(host, blocks[:hit], self.host_blocks)
+            hit = held_prefix(self.host, blocks, device)
+            touch_prefix(self.host, blocks[:hit], self.host_blocks)
         touch_prefix(self.cache, blocks[:hit], self.cache_cap())
         return device * BLOCK_TOKENS, (hit - device) * BLOCK_TOKENS
 

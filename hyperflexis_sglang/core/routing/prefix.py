@@ -28,6 +28,15 @@ def touch_prefix(lru: OrderedDict, blocks, cap: int | None = None) -> None:
         lru.popitem(last=False)
 
 
+def held_prefix(lru, blocks, start: int = 0) -> int:
+    """How many leading blocks of ``blocks`` are held: the index of the first block from ``start`` on that
+    ``lru`` lacks (a prefix hit stops at its first miss)."""
+    n = start
+    while n < len(blocks) and blocks[n] in lru:
+        n += 1
+    return n
+
+
 class PrefixTracker:
     def __init__(self, max_blocks_per_instance: int = 200_000):
         self.max_blocks = max_blocks_per_instance
@@ -35,14 +44,7 @@ class PrefixTracker:
 
     def match(self, iid: Hashable, blocks: tuple) -> int:
         seen = self._sets.get(iid)
-        if not seen:
-            return 0
-        n = 0
-        for b in blocks:
-            if b not in seen:
-                break
-            n += 1
-        return n
+        return held_prefix(seen, blocks) if seen else 0
 
     def record(self, iid: Hashable, blocks: tuple) -> None:
         seen = self._sets.setdefault(iid, OrderedDict())
