@@ -46,6 +46,7 @@ called, which SGLang accepts only with ``--enable-pd-role-switch``.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,20 +124,30 @@ class KeptEndpoint:
     peers: dict[str, Any] = field(default_factory=dict)
     placeholder: Any = None  # (zmq context, PULL socket) holding the port
 
-    def hold(self) -> None:
+    def hold(self, tries: int = 20, pause_s: float = 0.01) -> None:
+        """Bind a placeholder on the port. zmq unbinds a closed socket in its I/O thread, so the port the
+        torn-down KV manager held may stay busy for a moment: the bind is tried ``tries`` times."""
         if self.placeholder is not None:
             return
         import zmq
         ctx = zmq.Context()
         sock = ctx.socket(zmq.PULL)
         sock.setsockopt(zmq.LINGER, 0)
-        try:
-            sock.bind(_tcp(self.ip, self.port))
-        except zmq.ZMQError as e:
+        error = None
+        for attempt in range(tries):
+            try:
+                sock.bind(_tcp(self.ip, self.port))
+                error = None
+                break
+            except zmq.ZMQError as e:
+                error = e
+                if attempt + 1 < tries:
+                    time.sleep(pause_s)
+        if error is not None:
             sock.close(0)
             ctx.term()
             log.warning("hyperflexis: could not hold the prefill KV port %s:%s while decode (%s); "
-                        "it is tried again on the way back", self.ip, self.port, e)
+                        "it is tried again on the way back", self.ip, self.port, error)
             return
         self.placeholder = (ctx, sock)
 

@@ -106,6 +106,34 @@ def test_placeholder_holds_the_port_until_released():
         ctx.term()
 
 
+def test_placeholder_waits_for_a_port_still_being_freed():
+    """zmq frees a closed socket's port in its I/O thread: a bind right after the close can find it busy."""
+    import threading
+    import zmq
+    kept = role_switch.KeptEndpoint(ip="127.0.0.1", port=free_port())
+    ctx = zmq.Context()
+    old = ctx.socket(zmq.PULL)
+    old.bind(f"tcp://127.0.0.1:{kept.port}")
+    closer = threading.Timer(0.05, lambda: old.close(0))  # still busy when hold() starts
+    closer.start()
+    try:
+        kept.hold(tries=200, pause_s=0.01)
+        assert kept.placeholder is not None
+    finally:
+        closer.join()
+        kept.release()
+        ctx.term()
+    ctx2 = zmq.Context()
+    taken = ctx2.socket(zmq.PULL)
+    taken.bind(f"tcp://127.0.0.1:{kept.port}")
+    try:
+        kept.hold(tries=3, pause_s=0.001)  # a port that stays taken: no placeholder, no error
+        assert kept.placeholder is None
+    finally:
+        taken.close(0)
+        ctx2.term()
+
+
 def test_the_new_kv_manager_binds_the_kept_port_and_only_its_first_pull_socket():
     import zmq
     import sglang.srt.disaggregation.common.conn as conn
