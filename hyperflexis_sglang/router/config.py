@@ -78,6 +78,8 @@ class RouterConfig(BaseModel):
     hfx_prefix_block_tokens: int = Field(64, gt=0, description="tokens per hashed prefix block")
     hfx_bin_pack_ttft_ms: float = Field(10000, description="hfx: requests with a TTFT target >= this bin-pack "
                                         "(<= 0: never)")
+    hfx_tight_tpot_ms: float = Field(100, ge=0, description="hfx: requests with a TPOT target below this are "
+                                     "tight and packed onto few workers (0: no packing)")
     hfx_max_hold_fraction: float = Field(0.5, ge=0, le=1, description="hfx: a best-effort request no worker can "
                                          "serve in time is held at most this share of its TTFT target")
     hfx_pd_fallback_collocated: bool = Field(False, description="P/D: use regular workers when no prefill worker "

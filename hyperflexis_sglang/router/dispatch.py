@@ -39,12 +39,30 @@ class Plan:
         return self.decision.predicted_ttft_s
 
 
+@dataclass
+class Hold:
+    """One attempt's hold on its workers: their in-flight counts and, once ``count`` runs, the request's
+    TPOT target in their ``min_running_tpot_s`` (a stream from its first chunk, when it is decoding; a
+    non-streamed request from the start, as the router cannot tell). ``Dispatcher._release`` ends both."""
+
+    plan: Plan
+    tpot_s: float
+    counted: bool = False
+
+    def count(self) -> None:
+        if not self.counted:
+            self.counted = True
+            for w in self.plan.workers:
+                w.tpot_start(self.tpot_s)
+
+
 class Dispatcher:
     def __init__(self, cfg, registry: Registry, client: Upstream, metrics):
         self.cfg, self.registry, self.client, self.metrics = cfg, registry, client, metrics
         opts = dict(cache_threshold=cfg.cache_threshold, balance_abs_threshold=cfg.balance_abs_threshold,
                     balance_rel_threshold=cfg.balance_rel_threshold, assignment_mode=cfg.assignment_mode,
-                    bin_pack_ttft_s=cfg.hfx_bin_pack_ttft_ms / 1000 if cfg.hfx_bin_pack_ttft_ms > 0 else math.inf)
+                    bin_pack_ttft_s=cfg.hfx_bin_pack_ttft_ms / 1000 if cfg.hfx_bin_pack_ttft_ms > 0 else math.inf,
+                    tight_tpot_s=cfg.hfx_tight_tpot_ms / 1000)
         self.policy = make_http_router(cfg.policy, **opts)
         self.prefill_policy = make_http_router(cfg.prefill_policy or cfg.policy, **opts)
         self.decode_policy = make_http_router(cfg.decode_policy or cfg.policy, **opts)
@@ -100,16 +118,16 @@ class Dispatcher:
         hdrs = upstream_headers(headers, rid)
         tried: list[Worker] = []
         for attempt in range(1, self.cfg.attempts + 1):
-            self._reserve(plan, route)
+            hold = self._reserve(plan, route, parsed.stream)
             try:
-                return await self._send(plan, path, parsed, hdrs, rid, route)
+                return await self._send(hold, path, parsed, hdrs, rid)
             except Retryable as e:
-                self._release(plan, ok=False)
+                self._release(hold, ok=False)
                 for w in plan.workers:
                     self.metrics.failures.labels(w.url).inc()
                 last = str(e)
             except UpstreamTimeout:
-                self._release(plan, ok=False)
+                self._release(hold, ok=False)
                 raise RouterHTTPError(504, f"worker did not answer within {self.cfg.request_timeout_secs:g} s",
                                       None, "upstream_timeout") from None
             tried.extend(plan.workers)
@@ -123,7 +141,7 @@ class Dispatcher:
         raise RouterHTTPError(502, f"request failed after {self.cfg.attempts} attempt(s); last error: {last}",
                               None, "upstream_failed")
 
-    def _reserve(self, plan: Plan, route) -> None:
+    def _reserve(self, plan: Plan, route, stream: bool) -> Hold:
         self.admitter.started()
         for i, w in enumerate(plan.workers):
             w.sent_one(route.input_len)
@@ -132,15 +150,22 @@ class Dispatcher:
         policy.observe(route, plan.workers[0].iid)
         if len(plan.workers) == 2:
             self.decode_policy.observe(route, plan.workers[1].iid)
+        hold = Hold(plan, route.slo.tpot_s)
+        if not stream:
+            hold.count()
+        return hold
 
-    def _release(self, plan: Plan, ok: bool) -> None:
+    def _release(self, hold: Hold, ok: bool) -> None:
         now = time.monotonic()
-        for w in plan.workers:
+        for w in hold.plan.workers:
             w.done_one()
+            if hold.counted:
+                w.tpot_end(hold.tpot_s)
             w.cb.record(ok, now)
         self.admitter.finished()
 
-    async def _send(self, plan: Plan, path: str, parsed, hdrs: dict, rid: str, route) -> Response:
+    async def _send(self, hold: Hold, path: str, parsed, hdrs: dict, rid: str) -> Response:
+        plan = hold.plan
         t = self.cfg.request_timeout_secs
         worker = plan.workers[-1]  # the one whose answer the client gets
         prefill = None
@@ -164,20 +189,20 @@ class Dispatcher:
         if prefill is not None:
             out_headers["x-hfx-prefill-worker"] = plan.workers[0].url
         if parsed.stream and resp.status == 200:
-            return RelayResponse(Relay(resp, worker.url, lambda ok: self._release(plan, ok),
-                                       prefill.tail if prefill else None),
+            return RelayResponse(Relay(resp, worker.url, lambda ok: self._release(hold, ok),
+                                       prefill.tail if prefill else None, on_first=hold.count),
                                  status_code=200, media_type=resp.headers.get("content-type", "text/event-stream"),
                                  headers=out_headers)
         content = await read_whole(resp, worker.url)
         if prefill is not None:
             await asyncio.wait({prefill.task}, timeout=5)
             if prefill.status not in (None, 200):
-                self._release(plan, ok=prefill.status != 0)
+                self._release(hold, ok=prefill.status != 0)
                 if not prefill.status:
                     return error_response(502, prefill.error.decode(errors="replace"), None, "prefill_failed",
                                           out_headers)
                 return Response(prefill.error, status_code=prefill.status,
                                 media_type="application/json", headers=out_headers)
-        self._release(plan, ok=resp.status < 500)
+        self._release(hold, ok=resp.status < 500)
         return Response(content, status_code=resp.status,
                         media_type=resp.headers.get("content-type", "application/json"), headers=out_headers)

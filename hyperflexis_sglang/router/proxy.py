@@ -83,7 +83,8 @@ class Relay:
     """The worker's stream relayed to the client, ended exactly once.
 
     ``chunks()`` yields the worker's bytes as they arrive and ends with an SSE
-    error if the worker fails mid-stream; ``tail()`` (optional, async) may
+    error if the worker fails mid-stream; ``on_first()`` (optional) runs as the
+    first chunk arrives; ``tail()`` (optional, async) may
     return extra bytes to append (a P/D prefill error). ``close()`` runs after
     the response, however it ended: if the client went away before the first
     chunk (the generator never ran, so its ``finally`` never would), the
@@ -91,14 +92,17 @@ class Relay:
     request's slot and the worker's in-flight count.
     """
 
-    def __init__(self, resp, url: str, on_done, tail=None):
-        self.resp, self.url, self.on_done, self.tail = resp, url, on_done, tail
+    def __init__(self, resp, url: str, on_done, tail=None, on_first=None):
+        self.resp, self.url, self.on_done, self.tail, self.on_first = resp, url, on_done, tail, on_first
         self.ended = False
 
     async def chunks(self):
         ok = True
         try:
             async for chunk in self.resp.content.iter_any():
+                if self.on_first is not None and chunk:
+                    self.on_first()
+                    self.on_first = None
                 yield chunk
         except TRANSPORT_ERRORS as e:
             ok = False

@@ -97,7 +97,7 @@ class Worker:
                        "capacity": perf.kv_capacity_tokens}
         self.sent = 0  # requests sent since the last poll (not yet in its numbers)
         self.sent_tokens = 0
-        self.min_running_tpot_s = math.inf  # not reported by workers
+        self.tpots: dict[float, int] = {}  # TPOT targets (s) of the router's requests decoding here -> count
 
     # ---- InstanceView ----------------------------------------------------
     @property
@@ -119,6 +119,12 @@ class Worker:
         return self.polled["running_kv"]
 
     @property
+    def min_running_tpot_s(self) -> float:
+        """Tightest TPOT target among the router's requests on this worker (SGLang does not report its
+        requests' SLOs): streams past their first chunk, non-streamed requests in flight; inf if none."""
+        return min(self.tpots) if self.tpots else math.inf
+
+    @property
     def kv_free(self) -> int:
         # as in the simulator: free KV now; requests sent since the poll wait in the queue first
         return max(self.polled["capacity"] - self.polled["used"], 0)
@@ -131,6 +137,18 @@ class Worker:
 
     def done_one(self) -> None:
         self.inflight -= 1
+
+    def tpot_start(self, tpot_s: float) -> None:
+        """A request with this TPOT target runs here (counted in ``min_running_tpot_s`` until ``tpot_end``)."""
+        if tpot_s < math.inf:
+            self.tpots[tpot_s] = self.tpots.get(tpot_s, 0) + 1
+
+    def tpot_end(self, tpot_s: float) -> None:
+        n = self.tpots.get(tpot_s, 0)
+        if n > 1:
+            self.tpots[tpot_s] = n - 1
+        elif n == 1:
+            del self.tpots[tpot_s]
 
     def update_load(self, polled: dict) -> None:
         self.polled = polled
@@ -153,7 +171,9 @@ class Worker:
     def info(self, now: float) -> dict:
         return {"id": self.id, "url": self.url, "worker_type": self.worker_type, "bootstrap_port": self.bootstrap_port,
                 "is_healthy": self.healthy, "draining": self.draining, "circuit_breaker": self.cb.state,
-                "inflight": self.inflight, "load": {**self.polled, "sent_since_poll": self.sent},
+                "inflight": self.inflight,
+                "min_running_tpot_ms": self.min_running_tpot_s * 1e3 if self.tpots else None,
+                "load": {**self.polled, "sent_since_poll": self.sent},
                 "perf_model": self.perf.name, "perf_model_source": self.perf_source}
 
 

@@ -24,7 +24,7 @@ from ..core.perf_model import PerfModel
 from ..core.routing import RouteRequest, make_router
 from ..core.scheduling import IterationPlan, make_scheduler
 from .autoscale import AutoscaleConfig, Autoscaler
-from .engine import Replica, SimRequest
+from .engine import Replica, SimRequest, count
 from .workload import Workload
 
 DECODE_STEP_EWMA = 0.1  # weight of the latest decode iteration in the decode servers' moving average
@@ -45,12 +45,23 @@ class ClusterConfig:
     hicache_ratio: float = 0.0  # host KV tier of prefill/collocated replicas, x the GPU pool (0: off, SGLang's default)
     hicache_gbps: float = 200.0  # host-to-GPU KV load bandwidth, Gbit/s (25 GB/s: ~40% of PCIe Gen5 x16's 64 GB/s)
     ignore_eos: bool = False  # clients send ignore_eos: SGLang reserves KV for all remaining tokens (ratio 1)
+    # what the router sees as each replica's tightest TPOT (InstanceView.min_running_tpot_s): "running" its
+    # running batch's; the HTTP router's views of the requests it routed there and that have not ended:
+    # "streamed" from their first token on (streamed requests), "inflight" from routing on (non-streamed
+    # ones); "none" nothing (every replica inf)
+    router_view: str = "running"
+
+
+ROUTER_VIEWS = ("running", "streamed", "inflight", "none")
 
 
 class Cluster:
     def __init__(self, cfg: ClusterConfig, perf: PerfModel, true_perf: PerfModel | None = None):
+        if cfg.router_view not in ROUTER_VIEWS:
+            raise ValueError(f"router_view must be one of {', '.join(ROUTER_VIEWS)}, got {cfg.router_view!r}")
         self.cfg = cfg
         self.perf = perf
+        self._routed: dict[int, tuple] = {}  # router_view streamed/inflight: rid -> the replicas counting it
         self.events: list = []
         self.seq = 0
         self.now = 0.0
@@ -115,12 +126,26 @@ class Cluster:
         if self.decode:
             d = self.decode_router.pick_decode(rr, self.decode, self.rng.random())
             req.decode_iid = d.iid
+        if self.cfg.router_view == "inflight":
+            self._count_routed(req)
         if self.autoscale:
             self.autoscale.arrived(req)
         inst.enqueue(req, now)
 
     def _by_iid(self, iid) -> Replica:
         return self.replicas[iid]
+
+    def _count_routed(self, req: SimRequest) -> None:
+        """Count ``req``'s TPOT target on the replicas it was routed to, until it ends (router_view)."""
+        routed = (self._by_iid(req.prefill_iid),) + ((self._by_iid(req.decode_iid),) if self.decode else ())
+        self._routed[req.rid] = routed
+        for rep in routed:
+            count(rep.routed_tpots, req.slo.tpot_s, 1)
+
+    def first_token(self, req: SimRequest) -> None:
+        """``req``'s first token reached the client (a streaming client's router sees its first chunk)."""
+        if self.cfg.router_view == "streamed":
+            self._count_routed(req)
 
     # ---- callbacks from replicas ----------------------------------------
     def observe_plan(self, replica: Replica, plan: IterationPlan) -> None:
@@ -158,6 +183,8 @@ class Cluster:
             raise AssertionError(f"request {req.rid} ended twice")
         req.ended = True
         req.finish_time = None if req.rejected else now
+        for rep in self._routed.pop(req.rid, ()):
+            count(rep.routed_tpots, req.slo.tpot_s, -1)
         self.ended.append(req)
         if self.autoscale:
             self.autoscale.ended(req, now)

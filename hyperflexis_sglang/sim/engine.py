@@ -37,6 +37,16 @@ NEW_TOKEN_RATIO_DECAY = (INIT_NEW_TOKEN_RATIO - MIN_NEW_TOKEN_RATIO) / 600  # SG
 BLOCK_TOKENS = 512  # Mooncake hash_ids block size
 
 
+def count(counts: dict, key, delta: int) -> None:
+    """Add ``delta`` to a multiset kept as key -> count; a key whose count reaches 0 (or would go below) is
+    removed."""
+    n = counts.get(key, 0) + delta
+    if n > 0:
+        counts[key] = n
+    else:
+        counts.pop(key, None)
+
+
 class SimRequest:
     """One request's state; implements the policy's request views."""
 
@@ -111,7 +121,10 @@ class Replica:
         self.queued_tokens = 0  # prefill tokens of requests in the waiting list
         self.queued_by_priority: dict[int, int] = {}  # the same, per SLO priority (best effort: -1)
         self.inflight_tokens = 0  # prefill tokens of the iteration now running
-        self.tpot_counts: dict[float, int] = {}
+        self.tpot_counts: dict[float, int] = {}  # TPOT targets of the running batch -> count
+        self.routed_tpots: dict[float, int] = {}  # TPOT targets of the requests routed here, not yet ended
+        view = cluster.cfg.router_view  # what the router sees as min_running_tpot_s (ClusterConfig.router_view)
+        self._tpot_view = (self.tpot_counts if view == "running" else {} if view == "none" else self.routed_tpots)
         self.cache: OrderedDict = OrderedDict()
         self.cache_blocks = max(self.capacity // BLOCK_TOKENS, 1)  # the whole pool, when nothing runs
         self.locked_tokens = 0  # cached prefix tokens that requests holding KV use (SGLang locks those tree nodes)
@@ -159,7 +172,8 @@ class Replica:
 
     @property
     def min_running_tpot_s(self) -> float:
-        return min(self.tpot_counts) if self.tpot_counts else math.inf
+        view = self._tpot_view
+        return min(view) if view else math.inf
 
     # ---- queue ----------------------------------------------------------
     def enqueue(self, req: SimRequest, now: float) -> None:
@@ -231,9 +245,8 @@ class Replica:
     def _join(self, req: SimRequest) -> None:
         self.running.append(req)
         self.running_kv += req.input_len + req.output_len
-        t = req.slo.tpot_s
         if not req.best_effort:
-            self.tpot_counts[t] = self.tpot_counts.get(t, 0) + 1
+            count(self.tpot_counts, req.slo.tpot_s, 1)
 
     def _unlock(self, req: SimRequest) -> None:
         self.locked_tokens -= req.locked
@@ -243,11 +256,8 @@ class Replica:
         self.running_kv -= req.input_len + req.output_len
         self.kv_used -= req.input_len + req.output_len
         self._unlock(req)
-        t = req.slo.tpot_s
-        if not req.best_effort and t in self.tpot_counts:
-            self.tpot_counts[t] -= 1
-            if not self.tpot_counts[t]:
-                del self.tpot_counts[t]
+        if not req.best_effort:
+            count(self.tpot_counts, req.slo.tpot_s, -1)
 
     # ---- one iteration ----------------------------------------------------
     def step(self, now: float) -> None:
@@ -326,6 +336,7 @@ class Replica:
             self.kv_used += req.input_len + req.output_len
             if req.first_token_time is None:
                 req.first_token_time = now
+                self.cluster.first_token(req)
                 req.output_len = max(req.output_len, 1)
                 self.kv_used += 1
                 req.late_max = max(req.late_max, now - (req.late_base + req.slo.tpot_s))
@@ -407,6 +418,7 @@ class Replica:
         self.kv_used += 1
         if req.first_token_time is None:
             req.first_token_time = now
+            self.cluster.first_token(req)
         late = now - req.late_base - n * req.slo.tpot_s
         if late > req.late_max:
             req.late_max = late

@@ -233,6 +233,29 @@ def test_streaming_equals_direct(cli_router, servers):
     assert done and content(routed) == content(direct)
 
 
+def test_workers_show_the_tightest_running_tpot(cli_router):
+    """Once an interactive stream (TPOT 40 ms, the router's default classes) has its first chunk, GET /workers
+    names its TPOT on the worker that serves it (hfx routing packs tight requests there); once it ends, no
+    worker has one."""
+    seen = {}
+
+    def look():
+        seen["workers"] = call("GET", cli_router.url + "/workers")[1]["workers"]
+
+    status, events, done = sse(cli_router.url, "/generate", greedy(PROMPTS[1], 24, ignore_eos=True),
+                               {"x-slo-class": "interactive"}, on_first=look)
+    assert status == 200 and done
+    tight = {w["url"]: w["min_running_tpot_ms"] for w in seen["workers"]}
+    assert sorted(tight.values(), key=lambda v: v is None) == [40.0, None]
+    deadline = time.monotonic() + 10  # the router releases the stream's slot as its last byte goes out
+    while True:
+        after = [w["min_running_tpot_ms"] for w in call("GET", cli_router.url + "/workers")[1]["workers"]]
+        if after == [None, None] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert after == [None, None]
+
+
 def test_bad_input_is_4xx_and_router_keeps_serving(cli_router):
     base = cli_router.url
     cases = [("/v1/completions", {"prompt": "x", "max_tokens": -1}, 400),

@@ -34,9 +34,11 @@ Loose requests prefer, among instances with a comfortable margin, those
 running no tight request (their TTFT prediction already charges tight
 instances for their short iterations). ``tight_tpot_s`` 0 turns packing
 off. Option ``bin_pack_ttft_s``: requests at least that loose take the
-smallest margin instead (packing, for scale-in). The live router learns
-``min_running_tpot_s`` only if workers report it; until then no instance
-counts as a tight host and tight requests go to the first nearly idle one.
+smallest margin instead (packing, for scale-in). ``min_running_tpot_s``:
+the simulator reports its running batch's; the live router counts its own
+requests in flight on each worker (queued or running; SGLang does not
+report its requests' SLOs), which the simulator finds equivalent
+(``bench/sim/router_view.py``).
 
 Randomness is passed in (``rand`` in [0, 1)).
 """
@@ -186,7 +188,8 @@ class HFXRouting(RoutingPolicy):
                                      ttft, tpot)
         hosts = [s for s in scored if s[4].min_running_tpot_s < tight] or scored
         margin, _, ttft, tpot, inst = max(hosts, key=_first)
-        return RouteDecision(inst.iid, f"no instance meets the SLO: least predicted TTFT {ttft * 1e3:.0f} ms"
+        why = "no tight host or nearly idle instance" if ok else "no instance meets the SLO"
+        return RouteDecision(inst.iid, f"{why}: least predicted TTFT {ttft * 1e3:.0f} ms"
                              + (" among tight hosts" if hosts is not scored else ""), ttft, tpot)
 
     @staticmethod
