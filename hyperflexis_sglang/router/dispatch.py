@@ -42,8 +42,9 @@ class Plan:
 @dataclass
 class Hold:
     """One attempt's hold on its workers: their in-flight counts and, once ``count`` runs, the request's
-    TPOT target in their ``min_running_tpot_s`` (a stream from its first chunk, when it is decoding; a
-    non-streamed request from the start, as the router cannot tell). ``Dispatcher._release`` ends both."""
+    TPOT target in the decoding worker's ``min_running_tpot_s`` (the regular or P/D decode worker; a stream
+    from its first chunk, when it is decoding; a non-streamed request from the start, as the router cannot
+    tell). ``Dispatcher._release`` ends both."""
 
     plan: Plan
     tpot_s: float
@@ -52,8 +53,7 @@ class Hold:
     def count(self) -> None:
         if not self.counted:
             self.counted = True
-            for w in self.plan.workers:
-                w.tpot_start(self.tpot_s)
+            self.plan.workers[-1].tpot_start(self.tpot_s)
 
 
 class Dispatcher:
@@ -157,10 +157,10 @@ class Dispatcher:
 
     def _release(self, hold: Hold, ok: bool) -> None:
         now = time.monotonic()
+        if hold.counted:
+            hold.plan.workers[-1].tpot_end(hold.tpot_s)
         for w in hold.plan.workers:
             w.done_one()
-            if hold.counted:
-                w.tpot_end(hold.tpot_s)
             w.cb.record(ok, now)
         self.admitter.finished()
 

@@ -61,7 +61,7 @@ class Cluster:
             raise ValueError(f"router_view must be one of {', '.join(ROUTER_VIEWS)}, got {cfg.router_view!r}")
         self.cfg = cfg
         self.perf = perf
-        self._routed: dict[int, tuple] = {}  # router_view streamed/inflight: rid -> the replicas counting it
+        self._routed: dict[int, tuple] = {}  # router_view streamed/inflight: rid -> (the replica counting it,)
         self.events: list = []
         self.seq = 0
         self.now = 0.0
@@ -136,11 +136,10 @@ class Cluster:
         return self.replicas[iid]
 
     def _count_routed(self, req: SimRequest) -> None:
-        """Count ``req``'s TPOT target on the replicas it was routed to, until it ends (router_view)."""
-        routed = (self._by_iid(req.prefill_iid),) + ((self._by_iid(req.decode_iid),) if self.decode else ())
-        self._routed[req.rid] = routed
-        for rep in routed:
-            count(rep.routed_tpots, req.slo.tpot_s, 1)
+        """Count ``req``'s TPOT target on the replica that decodes it, until it ends (router_view)."""
+        rep = self._by_iid(req.decode_iid if self.decode else req.prefill_iid)
+        self._routed[req.rid] = (rep,)
+        count(rep.routed_tpots, req.slo.tpot_s, 1)
 
     def first_token(self, req: SimRequest) -> None:
         """``req``'s first token reached the client (a streaming client's router sees its first chunk)."""

@@ -122,6 +122,22 @@ def test_loose_request_keeps_off_the_tight_host():
     assert first.min_running_tpot_s == INTER.tpot_s and second.min_running_tpot_s == math.inf
 
 
+def test_pd_counts_the_tpot_on_the_decode_worker_only():
+    d = Dispatcher(RouterConfig(policy="hfx", pd_disaggregation=True), Registry(), None, Metrics())
+    pre = d.registry.add(Worker("http://p:1", "prefill", BREAKER, preset(), 8998))
+    dec = d.registry.add(Worker("http://d:1", "decode", BREAKER, preset()))
+    for w in (pre, dec):
+        w.update_load({**w.polled, "capacity": 400_000})
+        w.check(True, 2, 3)
+    plan = d.plan(route("a", INTER))
+    assert plan.workers == (pre, dec)
+    hold = d._reserve(plan, route("a", INTER), stream=False)
+    assert dec.min_running_tpot_s == INTER.tpot_s and pre.min_running_tpot_s == math.inf
+    assert (pre.inflight, dec.inflight) == (1, 1)
+    d._release(hold, ok=True)
+    assert dec.tpots == {} and (pre.inflight, dec.inflight) == (0, 0)
+
+
 def test_tight_threshold_flag_and_zero_turns_packing_off():
     cfg, _ = parse_args(["--worker-urls", "http://w0:1", "--policy", "hfx", "--hfx-tight-tpot-ms", "250"])
     assert cfg.hfx_tight_tpot_ms == 250
