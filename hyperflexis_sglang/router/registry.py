@@ -19,6 +19,7 @@ from typing import Iterable
 from urllib.parse import unquote, urlparse
 
 from ..core.perf_model import PerfModel
+from ..core.routing.types import tally
 
 ROLES = ("regular", "prefill", "decode")
 CORE_ROLE = {"regular": "collocated", "prefill": "prefill", "decode": "decode"}
@@ -141,14 +142,10 @@ class Worker:
     def tpot_start(self, tpot_s: float) -> None:
         """A request with this TPOT target runs here (counted in ``min_running_tpot_s`` until ``tpot_end``)."""
         if tpot_s < math.inf:
-            self.tpots[tpot_s] = self.tpots.get(tpot_s, 0) + 1
+            tally(self.tpots, tpot_s, 1)
 
     def tpot_end(self, tpot_s: float) -> None:
-        n = self.tpots.get(tpot_s, 0)
-        if n > 1:
-            self.tpots[tpot_s] = n - 1
-        elif n == 1:
-            del self.tpots[tpot_s]
+        tally(self.tpots, tpot_s, -1)
 
     def update_load(self, polled: dict) -> None:
         self.polled = polled

@@ -24,7 +24,8 @@ from ..core.perf_model import PerfModel
 from ..core.routing import RouteRequest, make_router
 from ..core.scheduling import IterationPlan, make_scheduler
 from .autoscale import AutoscaleConfig, Autoscaler
-from .engine import Replica, SimRequest, count
+from ..core.routing.types import tally
+from .engine import Replica, SimRequest
 from .workload import Workload
 
 DECODE_STEP_EWMA = 0.1  # weight of the latest decode iteration in the decode servers' moving average
@@ -61,7 +62,7 @@ class Cluster:
             raise ValueError(f"router_view must be one of {', '.join(ROUTER_VIEWS)}, got {cfg.router_view!r}")
         self.cfg = cfg
         self.perf = perf
-        self._routed: dict[int, tuple] = {}  # router_view streamed/inflight: rid -> (the replica counting it,)
+        self._routed: dict[int, Replica] = {}  # router_view streamed/inflight: rid -> the replica counting it
         self.events: list = []
         self.seq = 0
         self.now = 0.0
@@ -137,9 +138,8 @@ class Cluster:
 
     def _count_routed(self, req: SimRequest) -> None:
         """Count ``req``'s TPOT target on the replica that decodes it, until it ends (router_view)."""
-        rep = self._by_iid(req.decode_iid if self.decode else req.prefill_iid)
-        self._routed[req.rid] = (rep,)
-        count(rep.routed_tpots, req.slo.tpot_s, 1)
+        rep = self._routed[req.rid] = self._by_iid(req.decode_iid if self.decode else req.prefill_iid)
+        tally(rep.routed_tpots, req.slo.tpot_s, 1)
 
     def first_token(self, req: SimRequest) -> None:
         """``req``'s first token reached the client (a streaming client's router sees its first chunk)."""
@@ -182,8 +182,9 @@ class Cluster:
             raise AssertionError(f"request {req.rid} ended twice")
         req.ended = True
         req.finish_time = None if req.rejected else now
-        for rep in self._routed.pop(req.rid, ()):
-            count(rep.routed_tpots, req.slo.tpot_s, -1)
+        rep = self._routed.pop(req.rid, None)
+        if rep is not None:
+            tally(rep.routed_tpots, req.slo.tpot_s, -1)
         self.ended.append(req)
         if self.autoscale:
             self.autoscale.ended(req, now)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from ..core.perf_model import PerfModel, attn_pairs
 from ..core.routing.prefix import held_prefix, touch_prefix
+from ..core.routing.types import tally
 from ..core.scheduling import EngineSnapshot, IterationPlan, Scheduler
 from ..core.slo import SLO
 
@@ -35,16 +36,6 @@ INIT_NEW_TOKEN_RATIO = 0.7  # SGLang: SGLANG_INIT_NEW_TOKEN_RATIO x --schedule-c
 MIN_NEW_TOKEN_RATIO = INIT_NEW_TOKEN_RATIO * 0.14  # SGLang: init x SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR
 NEW_TOKEN_RATIO_DECAY = (INIT_NEW_TOKEN_RATIO - MIN_NEW_TOKEN_RATIO) / 600  # SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS
 BLOCK_TOKENS = 512  # Mooncake hash_ids block size
-
-
-def count(counts: dict, key, delta: int) -> None:
-    """Add ``delta`` to a multiset kept as key -> count; a key whose count reaches 0 (or would go below) is
-    removed."""
-    n = counts.get(key, 0) + delta
-    if n > 0:
-        counts[key] = n
-    else:
-        counts.pop(key, None)
 
 
 class SimRequest:
@@ -246,7 +237,7 @@ class Replica:
         self.running.append(req)
         self.running_kv += req.input_len + req.output_len
         if not req.best_effort:
-            count(self.tpot_counts, req.slo.tpot_s, 1)
+            tally(self.tpot_counts, req.slo.tpot_s, 1)
 
     def _unlock(self, req: SimRequest) -> None:
         self.locked_tokens -= req.locked
@@ -257,7 +248,7 @@ class Replica:
         self.kv_used -= req.input_len + req.output_len
         self._unlock(req)
         if not req.best_effort:
-            count(self.tpot_counts, req.slo.tpot_s, -1)
+            tally(self.tpot_counts, req.slo.tpot_s, -1)
 
     # ---- one iteration ----------------------------------------------------
     def step(self, now: float) -> None:

@@ -36,9 +36,9 @@ instances for their short iterations). ``tight_tpot_s`` 0 turns packing
 off. Option ``bin_pack_ttft_s``: requests at least that loose take the
 smallest margin instead (packing, for scale-in). ``min_running_tpot_s``:
 the simulator reports its running batch's; the live router counts its own
-requests in flight on each worker (queued or running; SGLang does not
-report its requests' SLOs), which the simulator finds equivalent
-(``bench/sim/router_view.py``).
+requests on the worker that decodes them (SGLang does not report its
+requests' SLOs): streams from their first chunk, non-streamed requests
+from sending, which the simulator finds as good (``bench/sim/router_view.py``).
 
 Randomness is passed in (``rand`` in [0, 1)).
 """

@@ -9,6 +9,17 @@ from ..perf_model import PerfModel
 from ..slo import SLO
 
 
+def tally(counts: dict, key, delta: int) -> None:
+    """Add ``delta`` to a multiset kept as key -> count; a key whose count reaches 0 (or would go below) is
+    removed. Instances keep their requests' TPOT targets this way for ``min_running_tpot_s``
+    (``min(counts)``)."""
+    n = counts.get(key, 0) + delta
+    if n > 0:
+        counts[key] = n
+    else:
+        counts.pop(key, None)
+
+
 class InstanceView(Protocol):
     iid: Hashable  # instance id (URL in the router, index in the simulator)
     role: str  # "collocated", "prefill" or "decode"
